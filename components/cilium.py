@@ -1,0 +1,105 @@
+"""Slot 01: Cilium, replacing flannel, kube-proxy and k3s's network policy controller."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.cloudinit import LOCAL_LB_PORT, api_endpoint
+from components.config import StackConfig
+from components.helm import Chart, release
+from components.naming import prefix
+
+CHART_REPO: Final = "https://helm.cilium.io"
+METADATA_CIDR: Final = "169.254.169.254/32"
+GATEWAY_API_BASE: Final = "https://github.com/kubernetes-sigs/gateway-api/releases/download"
+
+
+class UnreachableApiError(ValueError):
+    """Cilium pointed where some node has no API server."""
+
+
+def cilium_values(cfg: StackConfig) -> dict[str, Any]:
+    """Helm values of the Cilium chart (pure; generated from the same model as the k3s flags)."""
+    endpoint = api_endpoint(cfg)
+    if endpoint.host.startswith("127.") and endpoint.port != LOCAL_LB_PORT:
+        raise UnreachableApiError(
+            f"k8sServiceHost {endpoint.host}:{endpoint.port} exists only on servers; "
+            f"workers have no API server there (use 127.0.0.1:{LOCAL_LB_PORT} or a private IP)"
+        )
+    return {
+        # k3s runs without kube-proxy, so Cilium must serve Services itself and cannot ask the
+        # (not yet existing) kubernetes Service for the API: it needs a direct address.
+        "kubeProxyReplacement": True,
+        "k8sServiceHost": endpoint.host,
+        "k8sServicePort": endpoint.port,
+        # The chart's default cluster-pool is 10.0.0.0/8, which overlaps the Hetzner network;
+        # the per-node pod CIDRs k3s allocates from the region's pod CIDR are used instead.
+        "ipam": {"mode": "kubernetes"},
+        "cluster": {"name": prefix(cfg), "id": cfg.region.index + 1},
+        "encryption": {"enabled": cfg.cilium.wireguard, "type": "wireguard"},
+        "operator": {"replicas": 1 if cfg.control_plane.count == 1 else 2},
+        "gatewayAPI": {"enabled": cfg.cilium.gateway_api.enabled},
+    }
+
+
+def metadata_deny_policy() -> dict[str, Any]:
+    """Pods may not read Hetzner's metadata service: user_data there holds the k3s token."""
+    return {
+        "endpointSelector": {},
+        # Only deny this one destination; do not switch every endpoint to default-deny.
+        "enableDefaultDeny": {"egress": False, "ingress": False},
+        "egressDeny": [{"toCIDR": [METADATA_CIDR]}],
+    }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CiliumArgs:
+    cfg: StackConfig
+    after: Sequence[pulumi.Resource] = ()
+
+
+class Cilium(pulumi.ComponentResource):
+    TYPE: Final = "sovereign:slot:Cilium"
+
+    def __init__(
+        self, name: str, args: CiliumArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(self.TYPE, name, None, opts)
+        cfg = args.cfg
+        waits: list[pulumi.Resource] = list(args.after)
+        gateway = cfg.cilium.gateway_api
+        if gateway.enabled:
+            # The operator looks for the Gateway API CRDs only at start-up: apply them first.
+            crds = k8s.yaml.v2.ConfigGroup(
+                f"{name}-gateway-api-crds",
+                files=[
+                    f"{GATEWAY_API_BASE}/{gateway.crds_version}/standard-install.yaml",
+                    f"{GATEWAY_API_BASE}/{gateway.crds_version}/experimental-install.yaml",
+                ],
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            waits.append(crds)
+        self.release = release(
+            f"{name}-release",
+            release_name="cilium",
+            chart=Chart(name="cilium", version=cfg.cilium.version, repo=CHART_REPO),
+            namespace="kube-system",
+            values=cilium_values(cfg),
+            timeout_seconds=cfg.releases.timeout_seconds,
+            parent=self,
+            depends_on=waits,
+        )
+        self.metadata_policy = k8s.apiextensions.CustomResource(
+            f"{name}-deny-metadata",
+            api_version="cilium.io/v2",
+            kind="CiliumClusterwideNetworkPolicy",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name="deny-hetzner-metadata"),
+            spec=metadata_deny_policy(),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+        )
+        self.register_outputs({"status": self.release.status})

@@ -1,0 +1,57 @@
+"""The one way this program declares a Helm release (pure-ish helper, no component)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Chart:
+    """A pinned chart: never a range, so a preview means the same thing tomorrow."""
+
+    name: str
+    version: str
+    repo: str
+
+
+def release(
+    resource_name: str,
+    *,
+    release_name: str,
+    chart: Chart,
+    namespace: str,
+    values: Mapping[str, Any],
+    timeout_seconds: int,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource],
+    create_namespace: bool = False,
+) -> k8s.helm.v3.Release:
+    """A release that waits for readiness within a bound and cleans up a failed first install.
+
+    `atomic` uninstalls a failed first install, so the next `pulumi up` is not blocked by Helm's
+    "cannot re-use a name that is still in use"; the timeout makes a pod that cannot start fail
+    `pulumi up` with the release name instead of hanging it. The release itself carries
+    `depends_on`: a component's own depends_on is not inherited by its children.
+    """
+    return k8s.helm.v3.Release(
+        resource_name,
+        k8s.helm.v3.ReleaseArgs(
+            name=release_name,
+            chart=chart.name,
+            version=chart.version,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=chart.repo),
+            namespace=namespace,
+            create_namespace=create_namespace,
+            values=dict(values),
+            timeout=timeout_seconds,
+            atomic=True,
+            cleanup_on_fail=True,
+            skip_await=False,
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
+    )

@@ -1,0 +1,34 @@
+"""Physical names and labels: derived from the Sovereign and region, so regions never collide."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from components.config import StackConfig
+
+# The node label every region-pinned workload selects on. k3s sets it on the node
+# (`--node-label`) and the vCluster charts select it; both read `region_label` below, because
+# upstream once selected on the bare region key and every vCluster pod stayed Pending.
+REGION_LABEL_KEY: Final = "openova.io/region"
+NODE_ROLE_LABEL_KEY: Final = "catalyst.openova.io/role"
+
+
+def prefix(cfg: StackConfig) -> str:
+    """`<sovereign>-<region key>`: unique per region inside one Hetzner project."""
+    return f"{cfg.name}-{cfg.region.key}"
+
+
+def region_label(cfg: StackConfig) -> str:
+    """The canonical value of `openova.io/region`, the same on nodes and in every nodeSelector."""
+    return prefix(cfg)
+
+
+def hetzner_labels(cfg: StackConfig, **extra: str) -> dict[str, str]:
+    """Labels on every Hetzner resource: which Sovereign, region and role it belongs to."""
+    return {
+        "openova.io/sovereign": cfg.name,
+        REGION_LABEL_KEY: region_label(cfg),
+        "openova.io/region-role": cfg.region.role,
+        "managed-by": "pulumi",
+        **extra,
+    }

@@ -1,0 +1,120 @@
+"""Per-region Hetzner foundation: private network, firewall, deployer SSH key, placement group."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+import pulumi
+import pulumi_hcloud as hcloud
+import pulumi_tls as tls
+
+from components.config import StackConfig
+from components.naming import hetzner_labels, prefix
+
+WORLD: Final = ["0.0.0.0/0", "::/0"]
+# Cilium's WireGuard port: encrypted pod traffic between regions crosses the public network.
+WIREGUARD_UDP_PORT: Final = "51871"
+
+
+def firewall_rules(cfg: StackConfig) -> list[dict[str, Any]]:
+    """Inbound rules (pure). Hetzner firewalls do not filter the private network."""
+    rules: list[dict[str, Any]] = [
+        {
+            "description": "ssh (deployer, operators)",
+            "protocol": "tcp",
+            "port": "22",
+            "source_ips": list(cfg.access.ssh_allowed_cidrs),
+        },
+        {
+            "description": "kubernetes api",
+            "protocol": "tcp",
+            "port": "6443",
+            "source_ips": list(cfg.access.api_allowed_cidrs),
+        },
+        {"description": "http", "protocol": "tcp", "port": "80", "source_ips": WORLD},
+        {"description": "https", "protocol": "tcp", "port": "443", "source_ips": WORLD},
+        {"description": "icmp", "protocol": "icmp", "source_ips": WORLD},
+        {
+            "description": "cilium wireguard",
+            "protocol": "udp",
+            "port": WIREGUARD_UDP_PORT,
+            "source_ips": WORLD,
+        },
+    ]
+    return [{"direction": "in", **rule} for rule in rules]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegionNetworkArgs:
+    cfg: StackConfig
+
+
+class RegionNetwork(pulumi.ComponentResource):
+    """Everything the control-plane servers attach to."""
+
+    TYPE: Final = "sovereign:infra:RegionNetwork"
+
+    def __init__(
+        self, name: str, args: RegionNetworkArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(self.TYPE, name, None, opts)
+        cfg = args.cfg
+        physical = prefix(cfg)
+        labels = hetzner_labels(cfg)
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.network = hcloud.Network(
+            f"{name}-net",
+            name=physical,
+            ip_range=cfg.network.cidr,
+            labels=labels,
+            opts=child,
+        )
+        self.network_id: pulumi.Output[int] = self.network.id.apply(int)
+        self.subnet = hcloud.NetworkSubnet(
+            f"{name}-subnet",
+            network_id=self.network_id,
+            type="cloud",
+            network_zone=cfg.network_zone,
+            ip_range=cfg.network.subnet_cidr,
+            opts=child,
+        )
+        self.firewall = hcloud.Firewall(
+            f"{name}-fw",
+            name=physical,
+            labels=labels,
+            rules=[hcloud.FirewallRuleArgs(**rule) for rule in firewall_rules(cfg)],
+            opts=child,
+        )
+        # A key generated per region lets `pulumi up` read the kubeconfig over SSH without an
+        # operator's private key ever entering config; it lives only in encrypted state.
+        self.deployer_key = tls.PrivateKey(f"{name}-deployer-key", algorithm="ED25519", opts=child)
+        self.deployer_private_key: pulumi.Output[str] = pulumi.Output.secret(
+            self.deployer_key.private_key_openssh
+        )
+        self.ssh_key = hcloud.SshKey(
+            f"{name}-deployer",
+            name=f"{physical}-deployer",
+            public_key=self.deployer_key.public_key_openssh,
+            labels=labels,
+            opts=child,
+        )
+        self.placement_group = hcloud.PlacementGroup(
+            f"{name}-spread",
+            name=f"{physical}-cp",
+            type="spread",
+            labels=labels,
+            opts=child,
+        )
+        self.firewall_id: pulumi.Output[int] = self.firewall.id.apply(int)
+        self.placement_group_id: pulumi.Output[int] = self.placement_group.id.apply(int)
+        self.register_outputs(
+            {
+                "networkId": self.network_id,
+                "subnetId": self.subnet.id,
+                "firewallId": self.firewall_id,
+                "sshKeyId": self.ssh_key.id,
+                "placementGroupId": self.placement_group_id,
+            }
+        )

@@ -1,0 +1,110 @@
+"""Checks across config objects, run before any resource is declared.
+
+Each check returns `Problem`s instead of raising, so one error lists every mistake at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from components.cloudinit import size_problems
+from components.config import StackConfig
+from components.errors import Problem
+from components.pod_security import evaluate, refusal_message, vcluster_pod_spec
+from components.slots import active_vclusters, gating_problems
+from components.vcluster import namespace_name, vcluster_values
+
+
+def network_problems(cfg: StackConfig) -> list[Problem]:
+    net = cfg.network
+    network = ipaddress.ip_network(net.cidr)
+    subnet = ipaddress.ip_network(net.subnet_cidr)
+    problems: list[Problem] = []
+    if not subnet.subnet_of(network):  # type: ignore[arg-type]
+        problems.append(
+            Problem(
+                "sovereign:network.subnetCidr",
+                repr(net.subnet_cidr),
+                f"a subnet inside sovereign:network.cidr {net.cidr}",
+            )
+        )
+    # Hetzner's gateway takes the network's first address; the subnet's ends are unusable.
+    reserved = {network.network_address + 1, subnet.network_address, subnet.broadcast_address}
+    for ip in cfg.control_plane_ips:
+        address = ipaddress.ip_address(ip)
+        if address not in subnet or address in reserved:
+            problems.append(
+                Problem(
+                    "sovereign:network.firstControlPlaneIp",
+                    repr(net.first_control_plane_ip),
+                    f"control-plane address {ip} must be a usable host of {net.subnet_cidr} "
+                    f"({cfg.control_plane.count} consecutive addresses are taken)",
+                )
+            )
+            break
+    ranges = {
+        "sovereign:network.cidr": net.cidr,
+        "sovereign:network.podCidr": cfg.pod_cidr,
+        "sovereign:network.serviceCidr": cfg.service_cidr,
+    }
+    keys = list(ranges)
+    for i, key in enumerate(keys):
+        for other in keys[i + 1 :]:
+            if ipaddress.ip_network(ranges[key]).overlaps(ipaddress.ip_network(ranges[other])):
+                problems.append(
+                    Problem(key, repr(ranges[key]), f"must not overlap {other} {ranges[other]}")
+                )
+    lb = cfg.load_balancer
+    if lb.enabled:
+        lb_ip = ipaddress.ip_address(lb.private_ip)
+        if lb_ip not in subnet or lb_ip in reserved or lb.private_ip in cfg.control_plane_ips:
+            problems.append(
+                Problem(
+                    "sovereign:loadBalancer.privateIp",
+                    repr(lb.private_ip),
+                    f"a free host address of {net.subnet_cidr}, not a server's",
+                )
+            )
+        if lb.http_node_port == lb.https_node_port:
+            problems.append(
+                Problem(
+                    "sovereign:loadBalancer.httpsNodePort",
+                    str(lb.https_node_port),
+                    "a node port other than httpNodePort",
+                )
+            )
+    return problems
+
+
+def pod_security_problems(cfg: StackConfig) -> list[Problem]:
+    """Refuse a namespace whose enforce level would refuse its own vCluster pod.
+
+    The incident: MGMT shipped with enforce=restricted, the syncer runs as root, PodSecurity
+    refused the StatefulSet's pod and the region showed 5/6 vClusters for 14 minutes.
+    """
+    problems: list[Problem] = []
+    for vcluster in active_vclusters(cfg):
+        spec = cfg.vclusters.spec(vcluster)
+        pss = spec.pod_security
+        pod = vcluster_pod_spec(vcluster_values(cfg, spec))
+        violations = evaluate(pod, pss.enforce, pss.version)
+        if violations:
+            problems.append(
+                Problem(
+                    f"sovereign:vclusters.{vcluster}.podSecurity.enforce",
+                    repr(pss.enforce),
+                    refusal_message(namespace_name(vcluster), pss.enforce, pss.version, violations)
+                    + f"; the vCluster pod would never start. Use 'baseline', or harden "
+                    f"sovereign:vclusters.{vcluster}.security until every check passes",
+                )
+            )
+    return problems
+
+
+def preflight(cfg: StackConfig) -> list[Problem]:
+    return [
+        *network_problems(cfg),
+        *gating_problems(cfg),
+        *pod_security_problems(cfg),
+        *size_problems(cfg),
+    ]
