@@ -1,0 +1,127 @@
+"""The slot table is the dependency graph the program registers, per role (DoD A4)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from harness import Run, evaluate
+
+from components.slots import SLOTS, active_slots
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+SLOT_NAME = re.compile(r"^slot-(\d{2})-")
+
+
+def slot_of(run: Run, urn: str) -> int | None:
+    reg = run.by_urn(urn)
+    for node in (reg, *run.ancestors(reg)):
+        match = SLOT_NAME.match(node.name)
+        if match and node.type.startswith("sovereign:slot:"):
+            return int(match.group(1))
+    return None
+
+
+def registered_graph(run: Run) -> dict[int, set[int]]:
+    """slot -> slots its Helm release explicitly waits for, read from the engine requests."""
+    graph: dict[int, set[int]] = {}
+    for release in run.of_type(RELEASE):
+        own = slot_of(run, release.urn)
+        assert own is not None, release.name
+        waits = {slot_of(run, dep) for dep in release.dependencies}
+        graph[own] = {s for s in waits if s is not None and s != own}
+    return graph
+
+
+def table_graph(run: Run) -> dict[int, set[int]]:
+    from components.config import parse_config
+    from harness import stack_config
+
+    cfg = parse_config(stack_config(run.stack), run.stack)
+    return {slot.number: set(slot.after) for slot in active_slots(cfg)}
+
+
+def test_primary_registers_exactly_the_table_graph(primary: Run) -> None:
+    assert registered_graph(primary) == table_graph(primary) == {
+        1: set(), 2: {1}, 54: {1, 2}, 58: {1, 2},
+    }
+
+
+def test_secondary_registers_exactly_the_table_graph(secondary: Run) -> None:
+    assert registered_graph(secondary) == table_graph(secondary) == {
+        1: set(), 2: {1}, 54: {1, 2}, 59: {1, 2},
+    }
+
+
+def test_primary_stack_has_mgmt_and_dmz_but_no_rtz(primary: Run) -> None:
+    names = {r.inputs["name"] for r in primary.of_type(RELEASE)}
+    assert names == {"cilium", "cert-manager", "dmz-vcluster", "mgmt-vcluster"}
+
+
+def test_secondary_stack_has_rtz_but_no_mgmt_vcluster(secondary: Run) -> None:
+    names = {r.inputs["name"] for r in secondary.of_type(RELEASE)}
+    assert names == {"cilium", "cert-manager", "dmz-vcluster", "rtz-vcluster"}
+
+
+def test_each_role_runs_its_slots_in_table_order() -> None:
+    # Registration order under the engine is concurrent; the order that matters is the
+    # depends_on graph above. Declaration order follows the table.
+    from components.config import parse_config
+    from harness import stack_config
+
+    for stack, expected in (("primary", [1, 2, 54, 58]), ("secondary", [1, 2, 54, 59])):
+        cfg = parse_config(stack_config(stack), stack)
+        assert [slot.number for slot in active_slots(cfg)] == expected
+
+
+def test_vclusters_do_not_wait_for_each_other(primary: Run) -> None:
+    graph = registered_graph(primary)
+    assert 54 not in graph[58]
+    assert 58 not in graph[54]
+
+
+def test_release_waits_are_on_the_release_not_only_the_component(primary: Run) -> None:
+    # A component's own depends_on is not inherited by its children; the release must carry it.
+    cert_manager = next(r for r in primary.of_type(RELEASE) if r.inputs["name"] == "cert-manager")
+    cilium = next(r for r in primary.of_type(RELEASE) if r.inputs["name"] == "cilium")
+    assert cilium.urn in cert_manager.dependencies
+
+
+def test_table_only_points_backwards() -> None:
+    seen: set[int] = set()
+    for slot in SLOTS:
+        assert set(slot.after) <= seen, f"slot {slot.number} runs after a later slot"
+        seen.add(slot.number)
+    assert [s.number for s in SLOTS] == sorted(s.number for s in SLOTS)
+
+
+def test_a_vcluster_can_be_switched_off_in_its_role() -> None:
+    run = evaluate("primary", {"vclusters": {"dmz": {"enabled": False}}})
+    assert run.error is None
+    assert {r.inputs["name"] for r in run.of_type(RELEASE)} == {
+        "cilium", "cert-manager", "mgmt-vcluster"}
+    assert run.outputs["vclusters"] == ["mgmt"]
+
+
+@pytest.mark.parametrize(("stack", "vcluster", "roles"), [
+    ("primary", "rtz", "secondary"),
+    ("secondary", "mgmt", "primary"),
+])
+def test_switching_a_vcluster_on_outside_its_role_cites_a4(stack: str, vcluster: str, roles: str) -> None:
+    run = evaluate(stack, {"vclusters": {vcluster: {"enabled": True}}})
+    assert run.registrations == []
+    message = str(run.error)
+    assert f"sovereign:vclusters.{vcluster}.enabled = true: {vcluster.upper()}" in message
+    assert f"runs only in {roles} regions and this is a {stack}" in message
+    assert "DoD A4: primary = MGMT + DMZ, each secondary = DMZ + RTZ" in message
+
+
+def test_a4_count_for_three_regions() -> None:
+    runs = [
+        evaluate("primary"),
+        evaluate("secondary"),
+        evaluate("secondary", {"region": {"key": "nbg1", "location": "nbg1", "index": 2}}),
+    ]
+    names = [v for run in runs for v in run.outputs["vclusters"]]
+    assert (names.count("mgmt"), names.count("dmz"), names.count("rtz")) == (1, 3, 2)
+    assert sum(run.outputs["vclusterCount"] for run in runs) == 6

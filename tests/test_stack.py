@@ -1,0 +1,188 @@
+"""The committed stacks under mocks: Hetzner resources, options, secrets and outputs."""
+
+from __future__ import annotations
+
+import yaml
+from harness import FAKE_K3S_TOKEN, FAKE_PRIVATE_KEY, Run, evaluate
+
+SERVER = "hcloud:index/server:Server"
+PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"
+COMMAND = "command:remote:Command"
+PROVIDER = "pulumi:providers:kubernetes"
+
+
+def test_primary_has_one_server_and_secondary_three(primary: Run, secondary: Run) -> None:
+    assert [s.inputs["name"] for s in primary.of_type(SERVER)] == ["omantel-fsn1-cp-1"]
+    assert sorted(s.inputs["name"] for s in secondary.of_type(SERVER)) == [
+        "omantel-hel1-2-cp-1", "omantel-hel1-2-cp-2", "omantel-hel1-2-cp-3",
+    ]
+
+
+def test_servers_sit_at_fixed_private_ips_in_the_region_network(secondary: Run) -> None:
+    ips = sorted(s.inputs["networks"][0]["ip"] for s in secondary.of_type(SERVER))
+    assert ips == ["10.0.1.2", "10.0.1.3", "10.0.1.4"]
+    network = secondary.one("hcloud:index/network:Network")
+    subnet = secondary.one("hcloud:index/networkSubnet:NetworkSubnet")
+    assert network.inputs["ipRange"] == "10.0.0.0/16"
+    assert subnet.inputs["ipRange"] == "10.0.1.0/24"
+    assert subnet.inputs["networkZone"] == "eu-central"
+    assert subnet.inputs["type"] == "cloud"
+    for server in secondary.of_type(SERVER):
+        assert subnet.urn in server.dependencies, "Hetzner attaches servers only to existing subnets"
+        assert server.inputs["location"] == "hel1"
+        assert server.inputs["image"] == "ubuntu-24.04"
+        assert server.inputs["serverType"] == "cpx31"
+
+
+def test_server_uses_preallocated_primary_ip_and_spread_placement(primary: Run) -> None:
+    server = primary.one(SERVER)
+    ip = primary.one(PRIMARY_IP)
+    assert ip.inputs["type"] == "ipv4"
+    assert ip.inputs["autoDelete"] is False
+    assert server.inputs["publicNets"][0]["ipv4Enabled"] is True
+    assert ip.urn in server.dependencies
+    group = primary.one("hcloud:index/placementGroup:PlacementGroup")
+    assert group.inputs["type"] == "spread"
+    assert group.urn in server.dependencies
+
+
+def test_firewall_opens_only_what_the_region_needs(primary: Run) -> None:
+    rules = primary.one("hcloud:index/firewall:Firewall").inputs["rules"]
+    by_port = {(r["protocol"], r.get("port")): r["sourceIps"] for r in rules}
+    assert by_port[("tcp", "22")] == ["203.0.113.10/32"]
+    assert by_port[("tcp", "6443")] == ["0.0.0.0/0", "::/0"]
+    assert ("tcp", "80") in by_port
+    assert ("tcp", "443") in by_port
+    assert ("icmp", None) in by_port
+    assert ("udp", "51871") in by_port
+    assert len(rules) == 6
+    assert all(r["direction"] == "in" for r in rules)
+
+
+def test_names_and_labels_never_collide_between_regions(primary: Run, secondary: Run) -> None:
+    def physical(run: Run) -> set[str]:
+        return {r.inputs["name"] for r in run.registrations
+                if r.type.startswith("hcloud:") and "name" in r.inputs}
+
+    assert physical(primary).isdisjoint(physical(secondary))
+    for reg in primary.registrations:
+        if reg.type.startswith("hcloud:") and "labels" in reg.inputs:
+            assert reg.inputs["labels"]["openova.io/sovereign"] == "omantel"
+            assert reg.inputs["labels"]["openova.io/region"] == "omantel-fsn1"
+            assert reg.inputs["labels"]["openova.io/region-role"] == "primary"
+
+
+def test_control_plane_is_protected_and_never_silently_replaced(secondary: Run) -> None:
+    for server in secondary.of_type(SERVER):
+        assert server.protect is True
+        assert set(server.ignore_changes) == {"userData", "image", "sshKeys"}
+        assert server.delete_before_replace is False
+        assert server.inputs["deleteProtection"] is True
+        assert server.inputs["rebuildProtection"] is True
+        assert server.inputs["labels"]["catalyst.openova.io/role"] == "control-plane"
+    assert all(ip.protect for ip in secondary.of_type(PRIMARY_IP))
+
+
+def test_replacement_needs_an_explicit_opt_in() -> None:
+    run = evaluate("primary", {"controlPlane": {"allowReplacement": True}})
+    server = run.one(SERVER)
+    assert server.ignore_changes == []
+    # The fixed private IP must be free before the successor is created.
+    assert server.delete_before_replace is True
+
+
+def test_protection_can_be_switched_off_for_throwaway_regions() -> None:
+    server = evaluate("primary", {"controlPlane": {"protect": False}}).one(SERVER)
+    assert server.protect is False
+    assert server.inputs["deleteProtection"] is False
+
+
+def test_user_data_is_secret_and_carries_the_token(primary: Run) -> None:
+    server = primary.one(SERVER)
+    assert "userData" in server.secret_inputs
+    assert server.inputs["userData"].startswith("#cloud-config\n")
+    assert FAKE_K3S_TOKEN in server.inputs["userData"]
+
+
+def test_user_data_tls_san_matches_the_kubeconfig_server(primary: Run) -> None:
+    ip = primary.outputs["controlPlanePublicIps"][0]
+    doc = yaml.safe_load(primary.one(SERVER).inputs["userData"])
+    k3s = yaml.safe_load(next(f for f in doc["write_files"]
+                              if f["path"] == "/etc/rancher/k3s/config.yaml")["content"])
+    kubeconfig = yaml.safe_load(primary.outputs["kubeconfig"])
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://{ip}:6443"
+    assert ip in k3s["tls-san"]
+    assert "omantel.openova.io" in k3s["tls-san"]
+
+
+def test_deployer_ssh_key_is_generated_per_region(primary: Run) -> None:
+    key = primary.one("tls:index/privateKey:PrivateKey")
+    assert key.inputs["algorithm"] == "ED25519"
+    ssh_key = primary.one("hcloud:index/sshKey:SshKey")
+    assert ssh_key.inputs["name"] == "omantel-fsn1-deployer"
+    assert ssh_key.urn in primary.one(SERVER).dependencies
+
+
+def test_kubeconfig_is_fetched_over_ssh_after_the_servers_with_a_secret_key(secondary: Run) -> None:
+    fetch = secondary.one(COMMAND)
+    assert "connection" in fetch.secret_inputs
+    assert fetch.inputs["connection"]["privateKey"] == FAKE_PRIVATE_KEY
+    assert fetch.inputs["connection"]["user"] == "root"
+    assert fetch.inputs["logging"] == "stderr", "stdout is the kubeconfig and must not be logged"
+    assert "stdout" in fetch.additional_secret_outputs
+    assert "cloud-init status --wait" in fetch.inputs["create"]
+    assert "/etc/rancher/k3s/k3s.yaml" in fetch.inputs["create"]
+    servers = {s.urn for s in secondary.of_type(SERVER)}
+    assert servers <= set(fetch.dependencies)
+
+
+def test_kubeconfig_output_is_secret_and_points_at_the_region(primary: Run) -> None:
+    assert "kubeconfig" in primary.secret_outputs
+    doc = yaml.safe_load(primary.outputs["kubeconfig"])
+    assert doc["current-context"] == "omantel-fsn1"
+    assert doc["clusters"][0]["cluster"]["server"] != "https://127.0.0.1:6443"
+
+
+def test_kubernetes_provider_has_a_stable_identity_and_secret_kubeconfig(primary: Run) -> None:
+    provider = primary.one(PROVIDER)
+    assert provider.inputs["clusterIdentifier"] == "omantel-fsn1"
+    assert provider.inputs["deleteUnreachable"] == "true"
+    assert "kubeconfig" in provider.secret_inputs
+    assert primary.one(COMMAND).urn in provider.dependencies
+
+
+def test_every_kubernetes_resource_uses_the_region_provider(primary: Run) -> None:
+    provider = primary.one(PROVIDER)
+    k8s = [r for r in primary.registrations if r.type.startswith("kubernetes:") and r.custom]
+    assert k8s
+    for reg in k8s:
+        assert reg.provider.startswith(provider.urn + "::"), reg.name
+
+
+def test_outputs(primary: Run, secondary: Run) -> None:
+    assert primary.outputs["regionKey"] == "fsn1"
+    assert primary.outputs["role"] == "primary"
+    assert primary.outputs["controlPlanePrivateIps"] == ["10.0.1.2"]
+    assert len(secondary.outputs["controlPlanePublicIps"]) == 3
+    assert secondary.outputs["role"] == "secondary"
+    assert primary.outputs["vclusters"] == ["dmz", "mgmt"]
+    assert secondary.outputs["vclusters"] == ["dmz", "rtz"]
+    assert primary.outputs["vclusterCount"] == 2
+    assert primary.secret_outputs == {"kubeconfig"}
+
+
+def test_load_balancer_is_optional_with_pinned_private_ip() -> None:
+    run = evaluate("secondary", {"loadBalancer": {"enabled": True}})
+    lb = run.one("hcloud:index/loadBalancer:LoadBalancer")
+    assert lb.inputs["loadBalancerType"] == "lb11"
+    attachment = run.one("hcloud:index/loadBalancerNetwork:LoadBalancerNetwork")
+    assert attachment.inputs["ip"] == "10.0.1.254"
+    targets = run.of_type("hcloud:index/loadBalancerTarget:LoadBalancerTarget")
+    assert len(targets) == 3
+    assert all(t.inputs["usePrivateIp"] is True for t in targets)
+    assert all(attachment.urn in t.dependencies for t in targets)
+    services = {s.inputs["listenPort"]: s.inputs["destinationPort"]
+                for s in run.of_type("hcloud:index/loadBalancerService:LoadBalancerService")}
+    assert services == {80: 30080, 443: 30443}
+    assert run.outputs["loadBalancerIp"].startswith("203.0.113.")
+    assert evaluate("secondary").of_type("hcloud:index/loadBalancer:LoadBalancer") == []
