@@ -96,9 +96,9 @@ class _Model(BaseModel):
 class Region(_Model):
     """Which region of the Sovereign this stack is."""
 
-    role: Role
+    role: Role = Field(description="primary (MGMT + DMZ) or secondary (DMZ + RTZ), DoD A4.")
     key: str = Field(description="Region key, the location plus an optional ordinal: fsn1, hel1-2.")
-    location: Location
+    location: Location = Field(description="Hetzner location of every server of the region.")
     index: int = Field(ge=0, le=MAX_REGION_INDEX, description="0 for the primary; drives CIDRs.")
     fqdn: str = Field(description="The Sovereign's domain, e.g. omantel.openova.io.")
 
@@ -243,7 +243,7 @@ class Network(_Model):
 class LoadBalancer(_Model):
     """Optional Hetzner load balancer in front of Cilium's Gateway node ports."""
 
-    enabled: bool = Field(default=False, description="Create an lb load balancer for 80/443.")
+    enabled: bool = Field(default=False, description="Create a Hetzner load balancer for 80/443.")
     type: Literal["lb11", "lb21", "lb31"] = Field(default="lb11", description="Hetzner LB type.")
     private_ip: IPv4 = Field(default="10.0.1.254", description="Pinned private IP in the subnet.")
     http_node_port: int = Field(
@@ -445,7 +445,7 @@ def _problems(
         else:
             shown = "(not set)" if value is _MISSING else _show(value)
             allowed = str(item["msg"]).removeprefix("Value error, ")
-        if "PRIVATE KEY" in shown or (loc and loc[0] in secret_keys):
+        if "PRIVATE KEY" in shown or (loc and str(loc[0]) in secret_keys):
             # An error message must never carry a secret into logs or PR comments.
             shown = "[redacted]"
         problems.append(Problem(_path(loc), shown, allowed))

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_kubernetes.networking.v1 import NetworkPolicyPeerArgsDict, NetworkPolicySpecArgsDict
 
 from components.config import StackConfig, VCluster, VClusterName
 from components.helm import Chart, release
@@ -94,16 +95,14 @@ def namespace_labels(vcluster: VClusterName, spec: VCluster) -> dict[str, str]:
     }
 
 
-def network_policy_spec(vcluster: VClusterName) -> dict[str, Any]:
+def network_policy_spec(vcluster: VClusterName) -> NetworkPolicySpecArgsDict:
     """Default-deny ingress except from the same namespace and the allowed neighbours."""
-    peers: list[dict[str, Any]] = [{"podSelector": {}}]
-    peers += [
-        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
-        for ns in INGRESS_FROM[vcluster]
-    ]
+    peers: list[NetworkPolicyPeerArgsDict] = [{"pod_selector": {}}]
+    for ns in INGRESS_FROM[vcluster]:
+        peers.append({"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}})
     if vcluster in WORLD_INGRESS:
-        peers.append({"ipBlock": {"cidr": "0.0.0.0/0"}})
-    return {"podSelector": {}, "policyTypes": ["Ingress"], "ingress": [{"from": peers}]}
+        peers.append({"ip_block": {"cidr": "0.0.0.0/0"}})
+    return {"pod_selector": {}, "policy_types": ["Ingress"], "ingress": [{"from_": peers}]}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness import Run, evaluate  # noqa: E402
+from tools.mockrun import Run, evaluate
 
 
 @pytest.fixture(scope="session")

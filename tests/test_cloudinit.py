@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from harness import evaluate, stack_config
+from tools.mockrun import evaluate, stack_config
 
 from components import cloudinit
 from components.cilium import cilium_values
@@ -81,24 +81,32 @@ def test_first_server_initialises_etcd_and_the_others_join_it() -> None:
         assert joiner["token"] == TOKEN
 
 
-@pytest.mark.parametrize(("index", "pods", "services", "dns"), [
-    (0, "10.42.0.0/16", "10.96.0.0/16", "10.96.0.10"),
-    (1, "10.43.0.0/16", "10.97.0.0/16", "10.97.0.10"),
-    (7, "10.49.0.0/16", "10.103.0.0/16", "10.103.0.10"),
-])
+@pytest.mark.parametrize(
+    ("index", "pods", "services", "dns"),
+    [
+        (0, "10.42.0.0/16", "10.96.0.0/16", "10.96.0.10"),
+        (1, "10.43.0.0/16", "10.97.0.0/16", "10.97.0.10"),
+        (7, "10.49.0.0/16", "10.103.0.0/16", "10.103.0.10"),
+    ],
+)
 def test_cidrs_follow_the_region_index(index: int, pods: str, services: str, dns: str) -> None:
     role = "primary" if index == 0 else "secondary"
     c = cfg(role, region={"index": index})
     flags = k3s(c)
-    assert (flags["cluster-cidr"], flags["service-cidr"], flags["cluster-dns"]) == (pods, services, dns)
+    assert (flags["cluster-cidr"], flags["service-cidr"], flags["cluster-dns"]) == (
+        pods,
+        services,
+        dns,
+    )
 
 
 def test_cidrs_per_index_reach_the_servers_under_mocks() -> None:
     run = evaluate("secondary", {"region": {"index": 5}})
     assert run.error is None, run.error
     doc = yaml.safe_load(run.of_type("hcloud:index/server:Server")[0].inputs["userData"])
-    flags = yaml.safe_load(next(f for f in doc["write_files"]
-                                if f["path"] == cloudinit.K3S_CONFIG_PATH)["content"])
+    flags = yaml.safe_load(
+        next(f for f in doc["write_files"] if f["path"] == cloudinit.K3S_CONFIG_PATH)["content"]
+    )
     assert flags["cluster-cidr"] == "10.47.0.0/16"
     assert flags["service-cidr"] == "10.101.0.0/16"
 
@@ -131,8 +139,12 @@ def test_operator_keys_are_appended_not_hetzner_ssh_keys() -> None:
 
 
 def test_registry_mirror_is_optional() -> None:
-    paths = lambda c: [f["path"] for f in yaml.safe_load(  # noqa: E731
-        cloudinit.render_user_data(c, 0, PUBLIC_IP, TOKEN))["write_files"]]
+    paths = lambda c: [
+        f["path"]
+        for f in yaml.safe_load(  # noqa: E731
+            cloudinit.render_user_data(c, 0, PUBLIC_IP, TOKEN)
+        )["write_files"]
+    ]
     assert cloudinit.REGISTRIES_PATH not in paths(cfg())
     mirrored = cfg(registryMirror={"enabled": True})
     assert cloudinit.REGISTRIES_PATH in paths(mirrored)
@@ -175,6 +187,8 @@ def test_user_data_passes_cloud_inits_own_schema(tmp_path: Path) -> None:
             path.write_text(cloudinit.render_user_data(c, node, PUBLIC_IP, TOKEN))
             result = subprocess.run(
                 [CLOUD_INIT, "schema", "--config-file", str(path)],
-                capture_output=True, text=True, check=False,
+                capture_output=True,
+                text=True,
+                check=False,
             )
             assert result.returncode == 0, result.stdout + result.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from harness import DELETE, Run, evaluate, stack_config
+from tools.mockrun import DELETE, Run, evaluate, stack_config
 
 from components.config import parse_config
 from components.errors import SovereignConfigError
@@ -31,10 +31,19 @@ def test_every_invalid_key_is_listed_at_once_by_path() -> None:
         }
     )
     assert "(4 problem(s))" in message
-    assert "sovereign:controlPlane.count = 2: 1 (single server) or 3 (HA with embedded etcd); 2 servers have no etcd quorum" in message
+    assert (
+        "sovereign:controlPlane.count = 2: 1 (single server) or 3 (HA with embedded etcd); 2 servers have no etcd quorum"
+        in message
+    )
     assert "sovereign:controlPlane.serverType = 'm5.large': a Hetzner server type" in message
-    assert "sovereign:region.location = 'us-east-1': Input should be 'fsn1', 'nbg1', 'hel1', 'ash', 'hil' or 'sin'" in message
-    assert "sovereign:access.sshAllowedCidrs[0] = '0.0.0.0/0': SSH open to the whole internet is refused" in message
+    assert (
+        "sovereign:region.location = 'us-east-1': Input should be 'fsn1', 'nbg1', 'hel1', 'ash', 'hil' or 'sin'"
+        in message
+    )
+    assert (
+        "sovereign:access.sshAllowedCidrs[0] = '0.0.0.0/0': SSH open to the whole internet is refused"
+        in message
+    )
 
 
 def test_unknown_keys_are_errors_so_typos_surface() -> None:
@@ -57,7 +66,10 @@ def test_wrong_types_are_reported_with_their_value() -> None:
 
 def test_ssh_closed_is_refused_because_the_kubeconfig_is_read_over_ssh() -> None:
     message, _ = refused({"access": {"sshAllowedCidrs": []}})
-    assert "sovereign:access.sshAllowedCidrs = []: empty, but `pulumi up` reads the kubeconfig over SSH" in message
+    assert (
+        "sovereign:access.sshAllowedCidrs = []: empty, but `pulumi up` reads the kubeconfig over SSH"
+        in message
+    )
 
 
 def test_ipv6_world_is_refused_for_ssh_too() -> None:
@@ -74,7 +86,9 @@ def test_private_key_pasted_as_public_key_is_refused_and_never_echoed() -> None:
 
 def test_public_key_shapes() -> None:
     message, _ = refused({"access": {"sshPublicKeys": ["ssh-dss AAAAB3Nza"]}})
-    assert "sovereign:access.sshPublicKeys[0] = 'ssh-dss AAAAB3Nza': an OpenSSH public key" in message
+    assert (
+        "sovereign:access.sshPublicKeys[0] = 'ssh-dss AAAAB3Nza': an OpenSSH public key" in message
+    )
 
 
 @pytest.mark.parametrize(
@@ -96,29 +110,44 @@ def test_region_consistency(region: dict[str, object], fragment: str) -> None:
 
 def test_k3s_version_must_be_an_exact_release() -> None:
     message, _ = refused({"controlPlane": {"k3sVersion": "stable"}})
-    assert "sovereign:controlPlane.k3sVersion = 'stable': an exact k3s release, e.g. v1.31.4+k3s1" in message
+    assert (
+        "sovereign:controlPlane.k3sVersion = 'stable': an exact k3s release, e.g. v1.31.4+k3s1"
+        in message
+    )
 
 
 def test_overlapping_cidrs_are_refused() -> None:
     message, _ = refused({"network": {"podCidr": "10.0.0.0/8"}})
-    assert "sovereign:network.cidr = '10.0.0.0/16': must not overlap sovereign:network.podCidr 10.0.0.0/8" in message
+    assert (
+        "sovereign:network.cidr = '10.0.0.0/16': must not overlap sovereign:network.podCidr 10.0.0.0/8"
+        in message
+    )
 
 
 def test_control_plane_ips_must_fit_the_subnet() -> None:
     message, _ = refused(
         {"network": {"firstControlPlaneIp": "10.0.1.254"}, "controlPlane": {"count": 3}}
     )
-    assert "sovereign:network.firstControlPlaneIp = '10.0.1.254': control-plane address 10.0.1.255" in message
+    assert (
+        "sovereign:network.firstControlPlaneIp = '10.0.1.254': control-plane address 10.0.1.255"
+        in message
+    )
 
 
 def test_subnet_outside_network_is_refused() -> None:
     message, _ = refused({"network": {"subnetCidr": "10.1.1.0/24"}})
-    assert "sovereign:network.subnetCidr = '10.1.1.0/24': a subnet inside sovereign:network.cidr 10.0.0.0/16" in message
+    assert (
+        "sovereign:network.subnetCidr = '10.1.1.0/24': a subnet inside sovereign:network.cidr 10.0.0.0/16"
+        in message
+    )
 
 
 def test_load_balancer_ip_must_be_free_in_the_subnet() -> None:
     message, _ = refused({"loadBalancer": {"enabled": True, "privateIp": "10.0.1.2"}})
-    assert "sovereign:loadBalancer.privateIp = '10.0.1.2': a free host address of 10.0.1.0/24" in message
+    assert (
+        "sovereign:loadBalancer.privateIp = '10.0.1.2': a free host address of 10.0.1.0/24"
+        in message
+    )
 
 
 def test_empty_image_tag_fails_fast() -> None:

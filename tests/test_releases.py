@@ -9,7 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from harness import Run, evaluate
+from tools.mockrun import Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 REFS = Path(__file__).resolve().parent.parent.parent / "shared" / "refs"
@@ -28,12 +28,15 @@ def schema(file: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize(("name", "chart", "version", "repo", "namespace"), [
-    ("cilium", "cilium", "1.18.12", "https://helm.cilium.io", "kube-system"),
-    ("cert-manager", "cert-manager", "v1.21.1", "https://charts.jetstack.io", "cert-manager"),
-    ("dmz-vcluster", "vcluster", "0.20.0", "https://charts.loft.sh", "dmz"),
-    ("mgmt-vcluster", "vcluster", "0.20.0", "https://charts.loft.sh", "mgmt"),
-])
+@pytest.mark.parametrize(
+    ("name", "chart", "version", "repo", "namespace"),
+    [
+        ("cilium", "cilium", "1.18.12", "https://helm.cilium.io", "kube-system"),
+        ("cert-manager", "cert-manager", "v1.21.1", "https://charts.jetstack.io", "cert-manager"),
+        ("dmz-vcluster", "vcluster", "0.20.0", "https://charts.loft.sh", "dmz"),
+        ("mgmt-vcluster", "vcluster", "0.20.0", "https://charts.loft.sh", "mgmt"),
+    ],
+)
 def test_releases_are_pinned_with_explicit_names(
     primary: Run, name: str, chart: str, version: str, repo: str, namespace: str
 ) -> None:
@@ -72,11 +75,13 @@ def test_cilium_values(primary: Run, secondary: Run) -> None:
 def test_cilium_refuses_an_api_address_workers_do_not_have(monkeypatch: pytest.MonkeyPatch) -> None:
     from components import cilium, cloudinit
     from components.config import parse_config
-    from harness import stack_config
+    from tools.mockrun import stack_config
 
     cfg = parse_config(stack_config("primary"), "primary")
     monkeypatch.setattr(cilium, "api_endpoint", lambda _: cloudinit.ApiEndpoint("127.0.0.1", 6443))
-    with pytest.raises(cilium.UnreachableApiError, match=r"k8sServiceHost 127.0.0.1:6443 exists only on servers"):
+    with pytest.raises(
+        cilium.UnreachableApiError, match=r"k8sServiceHost 127.0.0.1:6443 exists only on servers"
+    ):
         cilium.cilium_values(cfg)
 
 
@@ -102,16 +107,21 @@ def test_cert_manager_keeps_its_crds(primary: Run) -> None:
     assert release(primary, "cert-manager")["createNamespace"] is True
 
 
-@pytest.mark.parametrize(("name", "file", "validator"), [
-    ("cilium", "cilium-1.18.12.values.schema.json", jsonschema.Draft7Validator),
-    ("cert-manager", "cert-manager-v1.21.1.values.schema.json", jsonschema.Draft7Validator),
-    ("dmz-vcluster", "vcluster-0.20.0.values.schema.json", jsonschema.Draft202012Validator),
-    ("mgmt-vcluster", "vcluster-0.20.0.values.schema.json", jsonschema.Draft202012Validator),
-])
+@pytest.mark.parametrize(
+    ("name", "file", "validator"),
+    [
+        ("cilium", "cilium-1.18.12.values.schema.json", jsonschema.Draft7Validator),
+        ("cert-manager", "cert-manager-v1.21.1.values.schema.json", jsonschema.Draft7Validator),
+        ("dmz-vcluster", "vcluster-0.20.0.values.schema.json", jsonschema.Draft202012Validator),
+        ("mgmt-vcluster", "vcluster-0.20.0.values.schema.json", jsonschema.Draft202012Validator),
+    ],
+)
 def test_values_validate_against_the_charts_own_schema(
     primary: Run, name: str, file: str, validator: type[jsonschema.Draft7Validator]
 ) -> None:
-    errors = [e.message for e in validator(schema(file)).iter_errors(release(primary, name)["values"])]
+    errors = [
+        e.message for e in validator(schema(file)).iter_errors(release(primary, name)["values"])
+    ]
     assert errors == []
 
 

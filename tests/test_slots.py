@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from harness import Run, evaluate
+from tools.mockrun import Run, evaluate
 
 from components.slots import SLOTS, active_slots
 
@@ -35,22 +35,36 @@ def registered_graph(run: Run) -> dict[int, set[int]]:
 
 def table_graph(run: Run) -> dict[int, set[int]]:
     from components.config import parse_config
-    from harness import stack_config
+    from tools.mockrun import stack_config
 
     cfg = parse_config(stack_config(run.stack), run.stack)
     return {slot.number: set(slot.after) for slot in active_slots(cfg)}
 
 
 def test_primary_registers_exactly_the_table_graph(primary: Run) -> None:
-    assert registered_graph(primary) == table_graph(primary) == {
-        1: set(), 2: {1}, 54: {1, 2}, 58: {1, 2},
-    }
+    assert (
+        registered_graph(primary)
+        == table_graph(primary)
+        == {
+            1: set(),
+            2: {1},
+            54: {1, 2},
+            58: {1, 2},
+        }
+    )
 
 
 def test_secondary_registers_exactly_the_table_graph(secondary: Run) -> None:
-    assert registered_graph(secondary) == table_graph(secondary) == {
-        1: set(), 2: {1}, 54: {1, 2}, 59: {1, 2},
-    }
+    assert (
+        registered_graph(secondary)
+        == table_graph(secondary)
+        == {
+            1: set(),
+            2: {1},
+            54: {1, 2},
+            59: {1, 2},
+        }
+    )
 
 
 def test_primary_stack_has_mgmt_and_dmz_but_no_rtz(primary: Run) -> None:
@@ -67,7 +81,7 @@ def test_each_role_runs_its_slots_in_table_order() -> None:
     # Registration order under the engine is concurrent; the order that matters is the
     # depends_on graph above. Declaration order follows the table.
     from components.config import parse_config
-    from harness import stack_config
+    from tools.mockrun import stack_config
 
     for stack, expected in (("primary", [1, 2, 54, 58]), ("secondary", [1, 2, 54, 59])):
         cfg = parse_config(stack_config(stack), stack)
@@ -99,15 +113,23 @@ def test_a_vcluster_can_be_switched_off_in_its_role() -> None:
     run = evaluate("primary", {"vclusters": {"dmz": {"enabled": False}}})
     assert run.error is None
     assert {r.inputs["name"] for r in run.of_type(RELEASE)} == {
-        "cilium", "cert-manager", "mgmt-vcluster"}
+        "cilium",
+        "cert-manager",
+        "mgmt-vcluster",
+    }
     assert run.outputs["vclusters"] == ["mgmt"]
 
 
-@pytest.mark.parametrize(("stack", "vcluster", "roles"), [
-    ("primary", "rtz", "secondary"),
-    ("secondary", "mgmt", "primary"),
-])
-def test_switching_a_vcluster_on_outside_its_role_cites_a4(stack: str, vcluster: str, roles: str) -> None:
+@pytest.mark.parametrize(
+    ("stack", "vcluster", "roles"),
+    [
+        ("primary", "rtz", "secondary"),
+        ("secondary", "mgmt", "primary"),
+    ],
+)
+def test_switching_a_vcluster_on_outside_its_role_cites_a4(
+    stack: str, vcluster: str, roles: str
+) -> None:
     run = evaluate(stack, {"vclusters": {vcluster: {"enabled": True}}})
     assert run.registrations == []
     message = str(run.error)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import yaml
-from harness import FAKE_K3S_TOKEN, FAKE_PRIVATE_KEY, Run, evaluate
+from tools.mockrun import FAKE_K3S_TOKEN, FAKE_PRIVATE_KEY, Run, evaluate
 
 SERVER = "hcloud:index/server:Server"
 PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"
@@ -14,7 +14,9 @@ PROVIDER = "pulumi:providers:kubernetes"
 def test_primary_has_one_server_and_secondary_three(primary: Run, secondary: Run) -> None:
     assert [s.inputs["name"] for s in primary.of_type(SERVER)] == ["omantel-fsn1-cp-1"]
     assert sorted(s.inputs["name"] for s in secondary.of_type(SERVER)) == [
-        "omantel-hel1-2-cp-1", "omantel-hel1-2-cp-2", "omantel-hel1-2-cp-3",
+        "omantel-hel1-2-cp-1",
+        "omantel-hel1-2-cp-2",
+        "omantel-hel1-2-cp-3",
     ]
 
 
@@ -28,7 +30,9 @@ def test_servers_sit_at_fixed_private_ips_in_the_region_network(secondary: Run) 
     assert subnet.inputs["networkZone"] == "eu-central"
     assert subnet.inputs["type"] == "cloud"
     for server in secondary.of_type(SERVER):
-        assert subnet.urn in server.dependencies, "Hetzner attaches servers only to existing subnets"
+        assert subnet.urn in server.dependencies, (
+            "Hetzner attaches servers only to existing subnets"
+        )
         assert server.inputs["location"] == "hel1"
         assert server.inputs["image"] == "ubuntu-24.04"
         assert server.inputs["serverType"] == "cpx31"
@@ -61,8 +65,11 @@ def test_firewall_opens_only_what_the_region_needs(primary: Run) -> None:
 
 def test_names_and_labels_never_collide_between_regions(primary: Run, secondary: Run) -> None:
     def physical(run: Run) -> set[str]:
-        return {r.inputs["name"] for r in run.registrations
-                if r.type.startswith("hcloud:") and "name" in r.inputs}
+        return {
+            r.inputs["name"]
+            for r in run.registrations
+            if r.type.startswith("hcloud:") and "name" in r.inputs
+        }
 
     assert physical(primary).isdisjoint(physical(secondary))
     for reg in primary.registrations:
@@ -107,8 +114,11 @@ def test_user_data_is_secret_and_carries_the_token(primary: Run) -> None:
 def test_user_data_tls_san_matches_the_kubeconfig_server(primary: Run) -> None:
     ip = primary.outputs["controlPlanePublicIps"][0]
     doc = yaml.safe_load(primary.one(SERVER).inputs["userData"])
-    k3s = yaml.safe_load(next(f for f in doc["write_files"]
-                              if f["path"] == "/etc/rancher/k3s/config.yaml")["content"])
+    k3s = yaml.safe_load(
+        next(f for f in doc["write_files"] if f["path"] == "/etc/rancher/k3s/config.yaml")[
+            "content"
+        ]
+    )
     kubeconfig = yaml.safe_load(primary.outputs["kubeconfig"])
     assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://{ip}:6443"
     assert ip in k3s["tls-san"]
@@ -181,8 +191,10 @@ def test_load_balancer_is_optional_with_pinned_private_ip() -> None:
     assert len(targets) == 3
     assert all(t.inputs["usePrivateIp"] is True for t in targets)
     assert all(attachment.urn in t.dependencies for t in targets)
-    services = {s.inputs["listenPort"]: s.inputs["destinationPort"]
-                for s in run.of_type("hcloud:index/loadBalancerService:LoadBalancerService")}
+    services = {
+        s.inputs["listenPort"]: s.inputs["destinationPort"]
+        for s in run.of_type("hcloud:index/loadBalancerService:LoadBalancerService")
+    }
     assert services == {80: 30080, 443: 30443}
     assert run.outputs["loadBalancerIp"].startswith("203.0.113.")
     assert evaluate("secondary").of_type("hcloud:index/loadBalancer:LoadBalancer") == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from harness import Run, evaluate
+from tools.mockrun import Run, evaluate
 
 NAMESPACE = "kubernetes:core/v1:Namespace"
 POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
@@ -35,19 +35,39 @@ def test_namespaces_carry_all_six_pod_security_labels(primary: Run) -> None:
 
 
 def test_pod_security_labels_are_typed_inputs() -> None:
-    run = evaluate("secondary", {"vclusters": {"rtz": {"podSecurity": {
-        "enforce": "privileged", "audit": "baseline", "warn": "baseline", "version": "v1.31"}}}})
+    run = evaluate(
+        "secondary",
+        {
+            "vclusters": {
+                "rtz": {
+                    "podSecurity": {
+                        "enforce": "privileged",
+                        "audit": "baseline",
+                        "warn": "baseline",
+                        "version": "v1.31",
+                    }
+                }
+            }
+        },
+    )
     labels = namespace(run, "rtz")["metadata"]["labels"]
     assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
     assert labels["pod-security.kubernetes.io/audit"] == "baseline"
     assert labels["pod-security.kubernetes.io/enforce-version"] == "v1.31"
-    bad = evaluate("secondary", {"vclusters": {"rtz": {"podSecurity": {
-        "enforce": "strict", "version": "1.31"}}}})
+    bad = evaluate(
+        "secondary",
+        {"vclusters": {"rtz": {"podSecurity": {"enforce": "strict", "version": "1.31"}}}},
+    )
     assert bad.registrations == []
     message = str(bad.error)
-    assert ("sovereign:vclusters.rtz.podSecurity.enforce = 'strict': "
-            "Input should be 'privileged', 'baseline' or 'restricted'") in message
-    assert "sovereign:vclusters.rtz.podSecurity.version = '1.31': `latest` or a Kubernetes minor" in message
+    assert (
+        "sovereign:vclusters.rtz.podSecurity.enforce = 'strict': "
+        "Input should be 'privileged', 'baseline' or 'restricted'"
+    ) in message
+    assert (
+        "sovereign:vclusters.rtz.podSecurity.version = '1.31': `latest` or a Kubernetes minor"
+        in message
+    )
 
 
 def test_mgmt_enforcing_restricted_is_refused_in_podsecuritys_words() -> None:
@@ -57,8 +77,13 @@ def test_mgmt_enforcing_restricted_is_refused_in_podsecuritys_words() -> None:
     assert "sovereign:vclusters.mgmt.podSecurity.enforce = 'restricted'" in message
     assert 'namespace "mgmt"' in message
     assert 'violates PodSecurity "restricted:latest"' in message
-    for check in ("allowPrivilegeEscalation != false", "unrestricted capabilities",
-                  "runAsNonRoot != true", "runAsUser=0", "seccompProfile"):
+    for check in (
+        "allowPrivilegeEscalation != false",
+        "unrestricted capabilities",
+        "runAsNonRoot != true",
+        "runAsUser=0",
+        "seccompProfile",
+    ):
         assert check in message
     for container in ("vcluster-copy", "kube-controller-manager", "kube-apiserver", "syncer"):
         assert f'"{container}"' in message
@@ -66,20 +91,33 @@ def test_mgmt_enforcing_restricted_is_refused_in_podsecuritys_words() -> None:
 
 
 HARDENED = {
-    "runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
 
 
 def test_hardened_security_contexts_may_use_restricted() -> None:
-    run = evaluate("primary", {"vclusters": {"mgmt": {
-        "podSecurity": {"enforce": "restricted"},
-        "security": {
-            "podSecurityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
-            "containerSecurityContext": HARDENED,
-            "distroSecurityContext": HARDENED,
+    run = evaluate(
+        "primary",
+        {
+            "vclusters": {
+                "mgmt": {
+                    "podSecurity": {"enforce": "restricted"},
+                    "security": {
+                        "podSecurityContext": {
+                            "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "containerSecurityContext": HARDENED,
+                        "distroSecurityContext": HARDENED,
+                    },
+                }
+            }
         },
-    }}})
+    )
     assert run.error is None, run.error
     mgmt = values(run, "mgmt-vcluster")["controlPlane"]
     assert mgmt["statefulSet"]["security"]["containerSecurityContext"] == HARDENED
@@ -89,11 +127,16 @@ def test_hardened_security_contexts_may_use_restricted() -> None:
 def test_node_selector_is_exactly_the_label_k3s_sets(secondary: Run) -> None:
     server = secondary.of_type("hcloud:index/server:Server")[0]
     doc = yaml.safe_load(server.inputs["userData"])
-    k3s = yaml.safe_load(next(f for f in doc["write_files"]
-                              if f["path"] == "/etc/rancher/k3s/config.yaml")["content"])
+    k3s = yaml.safe_load(
+        next(f for f in doc["write_files"] if f["path"] == "/etc/rancher/k3s/config.yaml")[
+            "content"
+        ]
+    )
     node_labels = dict(label.split("=", 1) for label in k3s["node-label"])
     for release in ("dmz-vcluster", "rtz-vcluster"):
-        selector = values(secondary, release)["controlPlane"]["statefulSet"]["scheduling"]["nodeSelector"]
+        selector = values(secondary, release)["controlPlane"]["statefulSet"]["scheduling"][
+            "nodeSelector"
+        ]
         assert selector == {"openova.io/region": node_labels["openova.io/region"]}
         assert selector["openova.io/region"] != "hel1-2", "the bare region key left pods Pending"
     assert secondary.outputs["regionLabel"] == node_labels["openova.io/region"]
@@ -104,31 +147,52 @@ def test_vcluster_values_shape(primary: Run) -> None:
     sts = v["controlPlane"]["statefulSet"]
     assert v["controlPlane"]["distro"]["k8s"]["enabled"] is True
     assert v["controlPlane"]["backingStore"] == {"database": {"embedded": {"enabled": True}}}
-    assert sts["image"] == {"registry": "harbor.openova.io",
-                            "repository": "proxy-ghcr/loft-sh/vcluster", "tag": "0.20.0"}
-    assert sts["resources"] == {"requests": {"cpu": "200m", "memory": "384Mi"},
-                                "limits": {"cpu": "2", "memory": "1Gi"}}
-    assert sts["persistence"]["volumeClaim"] == {"enabled": True, "size": "5Gi",
-                                                 "storageClass": "local-path"}
+    assert sts["image"] == {
+        "registry": "harbor.openova.io",
+        "repository": "proxy-ghcr/loft-sh/vcluster",
+        "tag": "0.20.0",
+    }
+    assert sts["resources"] == {
+        "requests": {"cpu": "200m", "memory": "384Mi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
+    assert sts["persistence"]["volumeClaim"] == {
+        "enabled": True,
+        "size": "5Gi",
+        "storageClass": "local-path",
+    }
     assert v["controlPlane"]["service"]["spec"]["type"] == "ClusterIP"
     to_host = v["sync"]["toHost"]
-    assert all(to_host[k]["enabled"] for k in ("services", "persistentVolumeClaims", "configMaps", "secrets"))
+    assert all(
+        to_host[k]["enabled"]
+        for k in ("services", "persistentVolumeClaims", "configMaps", "secrets")
+    )
     assert to_host["ingresses"]["enabled"] is False
 
 
 def test_image_digest_pin() -> None:
     digest = "sha256:" + "a" * 64
     run = evaluate("primary", {"vclusters": {"dmz": {"image": {"digest": digest}}}})
-    assert values(run, "dmz-vcluster")["controlPlane"]["statefulSet"]["image"]["tag"] == f"0.20.0@{digest}"
+    assert (
+        values(run, "dmz-vcluster")["controlPlane"]["statefulSet"]["image"]["tag"]
+        == f"0.20.0@{digest}"
+    )
     bad = evaluate("primary", {"vclusters": {"dmz": {"image": {"digest": "latest"}}}})
-    assert "sovereign:vclusters.dmz.image.digest = 'latest': sha256: followed by 64 hex digits" in str(bad.error)
+    assert (
+        "sovereign:vclusters.dmz.image.digest = 'latest': sha256: followed by 64 hex digits"
+        in str(bad.error)
+    )
 
 
 def test_release_waits_for_its_namespace_and_policy(primary: Run) -> None:
     for vcluster in ("dmz", "mgmt"):
-        release = next(r for r in primary.of_type(RELEASE) if r.inputs["name"] == f"{vcluster}-vcluster")
+        release = next(
+            r for r in primary.of_type(RELEASE) if r.inputs["name"] == f"{vcluster}-vcluster"
+        )
         ns = next(r for r in primary.of_type(NAMESPACE) if r.inputs["metadata"]["name"] == vcluster)
-        policy = next(r for r in primary.of_type(POLICY) if r.inputs["metadata"]["namespace"] == vcluster)
+        policy = next(
+            r for r in primary.of_type(POLICY) if r.inputs["metadata"]["namespace"] == vcluster
+        )
         assert ns.urn in release.dependencies
         assert policy.urn in release.dependencies
         assert release.inputs["namespace"] == vcluster
@@ -144,8 +208,11 @@ def peers(run: Run, ns: str) -> list[dict[str, Any]]:
 
 
 def allowed_namespaces(run: Run, ns: str) -> set[str]:
-    return {p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-            for p in peers(run, ns) if "namespaceSelector" in p}
+    return {
+        p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+        for p in peers(run, ns)
+        if "namespaceSelector" in p
+    }
 
 
 def test_ingress_allow_lists(primary: Run, secondary: Run) -> None:

@@ -1,5 +1,7 @@
 """Run the real `__main__.py` under Pulumi mocks and record everything the engine would see.
 
+Used by the tests and by the offline plan (`./sovereign plan`): same program, same mocks.
+
 A `MockMonitor` subclass records each RegisterResource request as sent: type, name, parent,
 dependencies, options and inputs (with which input paths are secret). Stack outputs are read
 from the root Stack after every Output has resolved, with their secretness.
@@ -10,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import runpy
+import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,12 +115,10 @@ class Run:
 class RecordingMocks(pulumi.runtime.Mocks):
     """Realistic computed outputs per type, so applies downstream really run."""
 
-    def __init__(self) -> None:
-        self.counter = 0
-
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.counter += 1
-        n = self.counter
+        # Derived from the name, not the call order: registrations run concurrently, and the
+        # offline plan must be byte-for-byte stable for golden files and PR diffs.
+        n = zlib.crc32(f"{args.typ}::{args.name}".encode()) % 250 + 1
         state = dict(args.inputs)
         typ = args.typ
         if typ == "hcloud:index/primaryIp:PrimaryIp":
@@ -138,7 +139,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "kubernetes:helm.sh/v3:Release":
             state["status"] = {"name": state.get("name"), "status": "deployed"}
         # Hetzner ids are integers; the program converts them with int().
-        return (str(1000 + n), state)
+        return (str(zlib.crc32(args.name.encode()) % 10_000_000 + 1000), state)
 
     def call(
         self, args: pulumi.runtime.MockCallArgs

@@ -1,0 +1,75 @@
+"""The README's configuration table, generated from the pydantic models (one source of truth).
+
+Run `./sovereign config-reference` to print it; a test fails when README.md drifts from it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from components.config import NAMESPACE, StackConfig, VCluster, VClusters
+
+BEGIN = "<!-- config-reference:begin -->"
+END = "<!-- config-reference:end -->"
+
+
+def _type_name(annotation: Any) -> str:
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(f"`{arg}`" for arg in args)
+    if origin in (Union, UnionType):
+        return " or ".join(_type_name(arg) for arg in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    if origin is dict:
+        return "map"
+    if origin is Annotated:
+        return _type_name(args[0])
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "**required**"
+    if field.default_factory is not None:
+        value: Any = field.default_factory()  # type: ignore[call-arg]
+    else:
+        value = field.default
+    if isinstance(value, BaseModel) or value is PydanticUndefined:
+        return "(object)"
+    return "`" + json.dumps(value) + "`"
+
+
+def _rows(model: type[BaseModel], path: str) -> list[str]:
+    rows: list[str] = []
+    for name, field in model.model_fields.items():
+        key = f"{path}.{field.alias or name}" if path else f"{NAMESPACE}:{field.alias or name}"
+        annotation = field.annotation
+        if annotation is VClusters:
+            # mgmt, dmz and rtz share one shape: document it once.
+            rows.extend(_rows(VCluster, f"{key}.<mgmt\\|dmz\\|rtz>"))
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(_rows(annotation, key))
+            continue
+        description = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{key}` | {_type_name(annotation)} | {_default(field)} | {description} |")
+    return rows
+
+
+def table() -> str:
+    header = ["| key | type | default | what it means |", "|---|---|---|---|"]
+    return "\n".join([*header, *_rows(StackConfig, "")])
+
+
+if __name__ == "__main__":
+    sys.stdout.write(table() + "\n")
