@@ -172,3 +172,13 @@ def test_config_error_is_a_clean_pulumi_run_error() -> None:
     _, run = refused({"controlPlane": {"count": 2}})
     # RunError makes the CLI print the message alone, without a Python traceback.
     assert isinstance(run.error, pulumi.RunError)
+
+
+def test_readme_configuration_table_matches_the_models() -> None:
+    from pathlib import Path
+
+    from tools.config_reference import BEGIN, END, table
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    documented = readme[readme.index(BEGIN) + len(BEGIN) : readme.index(END)].strip()
+    assert documented == table(), "README drifted: paste `./sovereign config-reference` into it"
