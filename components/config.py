@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, cast
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -123,7 +123,8 @@ class Region(_Model):
         if self.key.split("-")[0] != self.location:
             raise ValueError(
                 f"key {self.key!r} must start with its location {self.location!r} "
-                f"(e.g. {self.location} or {self.location}-2), so the key names where the servers are"
+                f"(e.g. {self.location} or {self.location}-2), so the key names where the "
+                "servers are"
             )
         if self.role == "primary" and self.index != 0:
             raise ValueError(f"index {self.index}: the primary region has index 0")
@@ -146,7 +147,7 @@ class ControlPlane(_Model):
     protect: bool = Field(default=True, description="Pulumi `protect` on control-plane servers.")
     allow_replacement: bool = Field(
         default=False,
-        description="Opt in to replacing servers when user_data or image changes (roll one node at a time).",
+        description="Opt in to replacing servers on user_data or image changes, one at a time.",
     )
 
     @field_validator("server_type")
@@ -208,7 +209,7 @@ class Access(_Model):
     ssh_allowed_cidrs: list[SshCidr] = Field(
         default_factory=list[str],
         max_length=20,
-        description="Sources allowed to TCP 22. Must include the deployer: the kubeconfig is read over SSH.",
+        description="Sources allowed to TCP 22; must include the deployer (kubeconfig over SSH).",
     )
     api_allowed_cidrs: list[Cidr] = Field(
         default_factory=lambda: ["0.0.0.0/0", "::/0"],
@@ -419,10 +420,15 @@ def _path(loc: Sequence[int | str]) -> str:
 def _lookup(raw: Mapping[str, Any], loc: Sequence[int | str]) -> object:
     node: object = raw
     for part in loc:
-        if isinstance(node, Mapping) and part in node:
-            node = node[part]  # pyright: ignore[reportUnknownVariableType]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):  # pyright: ignore[reportUnknownArgumentType]
-            node = node[part]  # pyright: ignore[reportUnknownVariableType]
+        if isinstance(node, Mapping):
+            if part not in node:
+                return _MISSING
+            node = cast(Mapping[Any, object], node)[part]
+        elif isinstance(node, list) and isinstance(part, int):
+            items = cast(list[object], node)
+            if part >= len(items):
+                return _MISSING
+            node = items[part]
         else:
             return _MISSING
     return node  # pyright: ignore[reportUnknownVariableType]

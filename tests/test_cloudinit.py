@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 import yaml
-from tools.mockrun import evaluate, stack_config
 
 from components import cloudinit
 from components.cilium import cilium_values
 from components.config import StackConfig, parse_config
+from tools.mockrun import evaluate, stack_config
 
 TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
 PUBLIC_IP = "198.51.100.7"
@@ -139,12 +139,10 @@ def test_operator_keys_are_appended_not_hetzner_ssh_keys() -> None:
 
 
 def test_registry_mirror_is_optional() -> None:
-    paths = lambda c: [
-        f["path"]
-        for f in yaml.safe_load(  # noqa: E731
-            cloudinit.render_user_data(c, 0, PUBLIC_IP, TOKEN)
-        )["write_files"]
-    ]
+    def paths(c: StackConfig) -> list[str]:
+        doc = yaml.safe_load(cloudinit.render_user_data(c, 0, PUBLIC_IP, TOKEN))
+        return [f["path"] for f in doc["write_files"]]
+
     assert cloudinit.REGISTRIES_PATH not in paths(cfg())
     mirrored = cfg(registryMirror={"enabled": True})
     assert cloudinit.REGISTRIES_PATH in paths(mirrored)

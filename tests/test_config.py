@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from tools.mockrun import DELETE, Run, evaluate, stack_config
 
 from components.config import parse_config
 from components.errors import SovereignConfigError
+from tools.mockrun import DELETE, Run, evaluate, stack_config
 
 
 def refused(overrides: dict[str, object], stack: str = "primary") -> tuple[str, Run]:

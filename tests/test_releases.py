@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import pytest
+
 from tools.mockrun import Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"

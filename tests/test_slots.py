@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from tools.mockrun import Run, evaluate
 
 from components.slots import SLOTS, active_slots
+from tools.mockrun import Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 SLOT_NAME = re.compile(r"^slot-(\d{2})-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import yaml
+
 from tools.mockrun import FAKE_K3S_TOKEN, FAKE_PRIVATE_KEY, Run, evaluate
 
 SERVER = "hcloud:index/server:Server"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+
 from tools.mockrun import Run, evaluate
 
 NAMESPACE = "kubernetes:core/v1:Namespace"

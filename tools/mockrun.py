@@ -52,7 +52,11 @@ users:
     client-certificate-data: Q0VSVA==
     client-key-data: S0VZLWRhdGEtc2VjcmV0
 """
-FAKE_PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nZmFrZS1kZXBsb3llci1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
+FAKE_PRIVATE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "ZmFrZS1kZXBsb3llci1rZXk=\n"
+    "-----END OPENSSH PRIVATE KEY-----\n"
+)
 FAKE_K3S_TOKEN = "K" * 64
 
 
