@@ -16,7 +16,17 @@ from components.naming import prefix
 
 CHART_REPO: Final = "https://helm.cilium.io"
 METADATA_CIDR: Final = "169.254.169.254/32"
-GATEWAY_API_BASE: Final = "https://github.com/kubernetes-sigs/gateway-api/releases/download"
+GATEWAY_API_RELEASES: Final = "https://github.com/kubernetes-sigs/gateway-api/releases/download"
+GATEWAY_API_SOURCE: Final = "https://raw.githubusercontent.com/kubernetes-sigs/gateway-api"
+
+
+def gateway_api_crd_files(version: str) -> list[str]:
+    """The standard channel plus TLSRoute, the one experimental CRD Cilium serves."""
+    return [
+        f"{GATEWAY_API_RELEASES}/{version}/standard-install.yaml",
+        f"{GATEWAY_API_SOURCE}/{version}/config/crd/experimental/"
+        "gateway.networking.k8s.io_tlsroutes.yaml",
+    ]
 
 
 class UnreachableApiError(ValueError):
@@ -77,10 +87,7 @@ class Cilium(pulumi.ComponentResource):
             # The operator looks for the Gateway API CRDs only at start-up: apply them first.
             crds = k8s.yaml.v2.ConfigGroup(
                 f"{name}-gateway-api-crds",
-                files=[
-                    f"{GATEWAY_API_BASE}/{gateway.crds_version}/standard-install.yaml",
-                    f"{GATEWAY_API_BASE}/{gateway.crds_version}/experimental-install.yaml",
-                ],
+                files=gateway_api_crd_files(gateway.crds_version),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             waits.append(crds)
