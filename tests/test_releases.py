@@ -98,7 +98,9 @@ def test_gateway_api_crds_are_applied_before_cilium() -> None:
     run = evaluate("primary", {"cilium": {"gatewayApi": {"enabled": True}}})
     crds = run.one("kubernetes:yaml/v2:ConfigGroup")
     assert crds.inputs["files"][0].endswith("/v1.3.0/standard-install.yaml")
-    assert crds.inputs["files"][1].endswith("/v1.3.0/config/crd/experimental/gateway.networking.k8s.io_tlsroutes.yaml")
+    assert crds.inputs["files"][1].endswith(
+        "/v1.3.0/config/crd/experimental/gateway.networking.k8s.io_tlsroutes.yaml"
+    )
     cilium = next(r for r in run.of_type(RELEASE) if r.inputs["name"] == "cilium")
     assert crds.urn in cilium.dependencies
     assert cilium.inputs["values"]["gatewayAPI"] == {"enabled": True}
