@@ -47,6 +47,10 @@ vclusters = active_vclusters(cfg)
 
 pulumi.export("regionKey", cfg.region.key)
 pulumi.export("role", cfg.region.role)
+# Index and CIDRs let `./sovereign plan --all --live` check the deployed fleet like the offline one.
+pulumi.export("regionIndex", cfg.region.index)
+pulumi.export("podCidr", cfg.pod_cidr)
+pulumi.export("serviceCidr", cfg.service_cidr)
 pulumi.export("regionLabel", region_label(cfg))
 pulumi.export("controlPlanePublicIps", control_plane.public_ips)
 pulumi.export("controlPlanePrivateIps", control_plane.private_ips)

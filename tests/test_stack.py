@@ -179,6 +179,10 @@ def test_outputs(primary: Run, secondary: Run) -> None:
     assert primary.outputs["vclusters"] == ["dmz", "mgmt"]
     assert secondary.outputs["vclusters"] == ["dmz", "rtz"]
     assert primary.outputs["vclusterCount"] == 2
+    # What `plan --all --live` needs to check a deployed fleet's indexes and CIDRs.
+    assert (primary.outputs["regionIndex"], secondary.outputs["regionIndex"]) == (0, 1)
+    assert primary.outputs["podCidr"] == "10.42.0.0/16"
+    assert secondary.outputs["serviceCidr"] == "10.97.0.0/16"
     assert primary.secret_outputs == {"kubeconfig"}
 
 

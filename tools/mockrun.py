@@ -197,9 +197,12 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 DELETE: Any = object()
 
 
-def stack_config(stack: str) -> dict[str, Any]:
-    """The committed `sovereign:*` config of a stack, keys without the namespace."""
-    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+def stack_config(stack: str, directory: Path | None = None) -> dict[str, Any]:
+    """The committed `sovereign:*` config of a stack, keys without the namespace.
+
+    `directory` holds the stack files (default: the project root); `plan --all --dir` uses it.
+    """
+    doc = yaml.safe_load(((directory or ROOT) / f"Pulumi.{stack}.yaml").read_text())
     return {
         key.removeprefix("sovereign:"): value
         for key, value in doc["config"].items()
