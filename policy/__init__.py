@@ -1,0 +1,1 @@
+"""CrossGuard policy pack of the sovereign stacks (`pulumi preview --policy-pack policy/`)."""
