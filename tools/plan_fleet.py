@@ -37,7 +37,7 @@ ROLE_VCLUSTERS: Final[Mapping[str, frozenset[str]]] = {
     "primary": frozenset({"mgmt", "dmz"}),
     "secondary": frozenset({"dmz", "rtz"}),
 }
-# From this many stacks on, two workers clearly beat one process (measured: docs/plan.md);
+# From this many stacks on, two workers clearly beat one process (measured: README, "Speed");
 # below it both take about as long, the SDK import dominating either way.
 POOL_FROM: Final = 4
 
