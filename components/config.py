@@ -27,12 +27,13 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.errors import Problem, SovereignConfigError
+from components.pod_security import VERSION_PATTERN
+from components.pod_security import Level as PssLevel
 
 NAMESPACE: Final = "sovereign"
 
 Role = Literal["primary", "secondary"]
 Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
-PssLevel = Literal["privileged", "baseline", "restricted"]
 VClusterName = Literal["mgmt", "dmz", "rtz"]
 
 # Hetzner private networks live in one network zone per location family.
@@ -294,7 +295,7 @@ class PodSecurity(_Model):
     @field_validator("version")
     @classmethod
     def _version(cls, value: str) -> str:
-        if not re.fullmatch(r"latest|v1\.[0-9]{1,2}", value):
+        if not VERSION_PATTERN.fullmatch(value):
             raise ValueError("`latest` or a Kubernetes minor version such as v1.31")
         return value
 

@@ -21,6 +21,7 @@ Level = Literal["privileged", "baseline", "restricted"]
 LEVELS: Final[tuple[Level, ...]] = get_args(Level)
 VERSION_PATTERN: Final = re.compile(r"latest|v1\.(0|[1-9][0-9]*)")
 LABEL_PREFIX: Final = "pod-security.kubernetes.io/"
+MODES: Final = ("enforce", "audit", "warn")
 
 # Capabilities a baseline pod may add (the container runtime's defaults).
 BASELINE_CAPABILITIES: Final = frozenset(
@@ -136,22 +137,26 @@ def _pod_ctx(pod: PodSpec) -> Mapping[str, Any]:
     return _map(pod.get("securityContext"))
 
 
+def _pod_and_containers(
+    pod: PodSpec, wrong: Callable[[Mapping[str, Any]], bool], says: str
+) -> list[str]:
+    """`says` about the pod's own security context and about each container's that is `wrong`."""
+    bad = [f"pod {says}"] if wrong(_pod_ctx(pod)) else []
+    names = [c.name for c in _containers(pod) if wrong(c.ctx)]
+    if names:
+        bad.append(f"{_who(names)} {says}")
+    return bad
+
+
 # --- baseline -------------------------------------------------------------------------
 
 
 def _app_armor(pod: PodSpec, _minor_version: int) -> Violation | None:
-    bad: list[str] = []
-    if _map(_pod_ctx(pod).get("appArmorProfile")).get("type") == "Unconfined":
-        bad.append('pod must not set securityContext.appArmorProfile.type to "Unconfined"')
-    names = [
-        c.name
-        for c in _containers(pod)
-        if _map(c.ctx.get("appArmorProfile")).get("type") == "Unconfined"
-    ]
-    if names:
-        bad.append(
-            f'{_who(names)} must not set securityContext.appArmorProfile.type to "Unconfined"'
-        )
+    bad = _pod_and_containers(
+        pod,
+        lambda ctx: _map(ctx.get("appArmorProfile")).get("type") == "Unconfined",
+        'must not set securityContext.appArmorProfile.type to "Unconfined"',
+    )
     return Violation("forbidden AppArmor profile", "; ".join(bad)) if bad else None
 
 
@@ -198,15 +203,11 @@ def _host_ports(pod: PodSpec, _minor_version: int) -> Violation | None:
 
 
 def _host_process(pod: PodSpec, _minor_version: int) -> Violation | None:
-    def host_process(ctx: Mapping[str, Any]) -> bool:
-        return _map(ctx.get("windowsOptions")).get("hostProcess") is True
-
-    bad: list[str] = []
-    if host_process(_pod_ctx(pod)):
-        bad.append("pod must not set securityContext.windowsOptions.hostProcess=true")
-    names = [c.name for c in _containers(pod) if host_process(c.ctx)]
-    if names:
-        bad.append(f"{_who(names)} must not set securityContext.windowsOptions.hostProcess=true")
+    bad = _pod_and_containers(
+        pod,
+        lambda ctx: _map(ctx.get("windowsOptions")).get("hostProcess") is True,
+        "must not set securityContext.windowsOptions.hostProcess=true",
+    )
     return Violation("hostProcess", "; ".join(bad)) if bad else None
 
 
@@ -226,21 +227,19 @@ def _proc_mount(pod: PodSpec, _minor_version: int) -> Violation | None:
     )
 
 
-def _se_linux(pod: PodSpec, _minor_version: int) -> Violation | None:
-    def wrong(ctx: Mapping[str, Any]) -> bool:
-        opts = _map(ctx.get("seLinuxOptions"))
-        return (
-            opts.get("type", "") not in SELINUX_TYPES
-            or opts.get("user", "") != ""
-            or opts.get("role", "") != ""
-        )
+def _se_linux_forbidden(ctx: Mapping[str, Any]) -> bool:
+    opts = _map(ctx.get("seLinuxOptions"))
+    return (
+        opts.get("type", "") not in SELINUX_TYPES
+        or opts.get("user", "") != ""
+        or opts.get("role", "") != ""
+    )
 
-    bad: list[str] = []
-    if wrong(_pod_ctx(pod)):
-        bad.append("pod set forbidden securityContext.seLinuxOptions")
-    names = [c.name for c in _containers(pod) if wrong(c.ctx)]
-    if names:
-        bad.append(f"{_who(names)} set forbidden securityContext.seLinuxOptions")
+
+def _se_linux(pod: PodSpec, _minor_version: int) -> Violation | None:
+    bad = _pod_and_containers(
+        pod, _se_linux_forbidden, "set forbidden securityContext.seLinuxOptions"
+    )
     return Violation("seLinuxOptions", "; ".join(bad)) if bad else None
 
 
@@ -249,14 +248,11 @@ def _seccomp_type(ctx: Mapping[str, Any]) -> object:
 
 
 def _seccomp_baseline(pod: PodSpec, _minor_version: int) -> Violation | None:
-    bad: list[str] = []
-    if _seccomp_type(_pod_ctx(pod)) == "Unconfined":
-        bad.append('pod must not set securityContext.seccompProfile.type to "Unconfined"')
-    names = [c.name for c in _containers(pod) if _seccomp_type(c.ctx) == "Unconfined"]
-    if names:
-        bad.append(
-            f'{_who(names)} must not set securityContext.seccompProfile.type to "Unconfined"'
-        )
+    bad = _pod_and_containers(
+        pod,
+        lambda ctx: _seccomp_type(ctx) == "Unconfined",
+        'must not set securityContext.seccompProfile.type to "Unconfined"',
+    )
     return Violation("seccompProfile", "; ".join(bad)) if bad else None
 
 
@@ -338,12 +334,9 @@ def _run_as_non_root(pod: PodSpec, _minor_version: int) -> Violation | None:
 
 
 def _run_as_user(pod: PodSpec, _minor_version: int) -> Violation | None:
-    bad: list[str] = []
-    if _pod_ctx(pod).get("runAsUser") == 0:
-        bad.append("pod must not set runAsUser=0")
-    names = [c.name for c in _containers(pod) if c.ctx.get("runAsUser") == 0]
-    if names:
-        bad.append(f"{_who(names)} must not set runAsUser=0")
+    bad = _pod_and_containers(
+        pod, lambda ctx: ctx.get("runAsUser") == 0, "must not set runAsUser=0"
+    )
     return Violation("runAsUser=0", "; ".join(bad)) if bad else None
 
 
@@ -429,7 +422,7 @@ def refusal_message(
 def pss_labels(enforce: Level, audit: Level, warn: Level, version: str) -> dict[str, str]:
     """The six `pod-security.kubernetes.io/*` namespace labels."""
     labels: dict[str, str] = {}
-    for mode, level in (("enforce", enforce), ("audit", audit), ("warn", warn)):
+    for mode, level in zip(MODES, (enforce, audit, warn), strict=True):
         labels[f"{LABEL_PREFIX}{mode}"] = level
         labels[f"{LABEL_PREFIX}{mode}-version"] = version
     return labels

@@ -18,7 +18,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeGuard, cast
+from typing import Any, Final, TypeGuard, cast
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -33,6 +33,17 @@ from pulumi_policy import (
 )
 from pulumi_policy.proxy import UnknownValueError
 
+# The program's Pod Security vocabulary and evaluator (stdlib only, so the pack's venv has it).
+from components.pod_security import (
+    LABEL_PREFIX,
+    LEVELS,
+    VERSION_PATTERN,
+    evaluate,
+    refusal_message,
+    vcluster_pod_spec,
+)
+from components.pod_security import Level as PodSecurityLevel
+
 PACK_NAME: Final = "sovereign-guardrails"
 
 FIREWALL: Final = "hcloud:index/firewall:Firewall"
@@ -44,13 +55,12 @@ HELM_CHART_V4: Final = "kubernetes:helm.sh/v4:Chart"
 
 NODE_ROLE_LABEL: Final = "catalyst.openova.io/role"
 VCLUSTER_ROLE_LABEL: Final = "catalyst.openova.io/vcluster-role"
-PSA_ENFORCE: Final = "pod-security.kubernetes.io/enforce"
-PSA_ENFORCE_VERSION: Final = "pod-security.kubernetes.io/enforce-version"
+PSA_ENFORCE: Final = f"{LABEL_PREFIX}enforce"
+PSA_ENFORCE_VERSION: Final = f"{LABEL_PREFIX}enforce-version"
 
-PodSecurityLevel = Literal["privileged", "baseline", "restricted"]
-POD_SECURITY_LEVELS: Final[tuple[PodSecurityLevel, ...]] = ("privileged", "baseline", "restricted")
+POD_SECURITY_LEVELS: Final = LEVELS
 # What PodSecurity accepts in an `-version` label: `latest` or a Kubernetes minor, `v1.31`.
-POD_SECURITY_VERSION: Final = re.compile(r"latest|v1\.(0|[1-9][0-9]*)")
+POD_SECURITY_VERSION: Final = VERSION_PATTERN
 
 SSH_PORT: Final = 22
 # Ports of the control plane that must never be a NodePort: the API server (k3s serves it on
@@ -414,8 +424,6 @@ def pod_security_refusal(
     The evaluator is the program's own (components/pod_security.py), so the policy and the
     program's preflight judge the same pod the same way.
     """
-    from components.pod_security import evaluate, refusal_message, vcluster_pod_spec
-
     violations = evaluate(vcluster_pod_spec(values), level, version)
     if not violations:
         return None

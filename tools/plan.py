@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
+from components.pod_security import LABEL_PREFIX as PSS_PREFIX
+from components.pod_security import MODES as PSS_MODES
 from tools.plan_json import (
     SECRET,
     as_dict,
@@ -50,9 +52,6 @@ PLAN_VERSION: Final = 1
 SERVER_TYPE: Final = "hcloud:index/server:Server"
 NAMESPACE_TYPE: Final = "kubernetes:core/v1:Namespace"
 RELEASE_TYPE: Final = "kubernetes:helm.sh/v3:Release"
-PSS_PREFIX: Final = "pod-security.kubernetes.io/"
-VCLUSTER_ROLE_LABEL: Final = "catalyst.openova.io/vcluster-role"
-PSS_MODES: Final = ("enforce", "audit", "warn")
 # A secret string shorter than this is not searched for elsewhere (too many false hits).
 MIN_SCRUB_LENGTH: Final = 12
 
@@ -156,6 +155,8 @@ def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[
 
 def _vclusters(resources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Namespaces carrying Pod Security labels, with the Helm release installed into each."""
+    from components.vcluster import ROLE_LABEL as VCLUSTER_ROLE_LABEL
+
     releases: dict[str, list[str]] = {}
     for res in resources:
         if res["type"] == RELEASE_TYPE:
