@@ -474,13 +474,12 @@ def vcluster_pod_spec(values: Mapping[str, Any]) -> dict[str, Any]:
             {"name": name, "securityContext": dict(distro_ctx)} for name in K8S_INIT_CONTAINERS
         ],
         "containers": [{"name": SYNCER, "securityContext": syncer_ctx}],
-        # The chart's volumes for this setup: binaries/certs/tmp scratch and the data claim.
+        # The volume kinds the chart mounts for these values: emptyDir scratch (binaries the
+        # init containers copy), the config Secret and the data claim. hostPath comes only with
+        # the chart's hostpath mapper, which these values never enable.
         "volumes": [
             {"name": "binaries", "emptyDir": {}},
-            {"name": "helm-cache", "emptyDir": {}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "certs", "emptyDir": {}},
-            {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
             {"name": "vcluster-config", "secret": {"secretName": "vc-config"}},
+            {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
         ],
     }
