@@ -5,15 +5,17 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.config import load_config
+from checks.preflight import preflight
 from components.control_plane import ControlPlane, ControlPlaneArgs
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
-from components.naming import prefix, region_label
 from components.network import RegionNetwork, RegionNetworkArgs
-from components.slots import active_vclusters, build_slots
+from components.slots import build_slots
+from config.models import load_config
+from render.naming import prefix, region_label
+from render.slots import active_vclusters
 
 # Validates every sovereign:* key (and the checks across them) before any resource exists.
-cfg = load_config()
+cfg = load_config(check=preflight)
 name = prefix(cfg)
 
 network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg))

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import pulumi
 
-from components.config import StackConfig
-from components.helm import Chart, release
-
-CHART_REPO: Final = "https://charts.jetstack.io"
-
-
-def cert_manager_values() -> dict[str, Any]:
-    # keep: deleting the release must not delete every Certificate in the cluster with its CRDs.
-    return {"crds": {"enabled": True, "keep": True}}
+from components.helm import release
+from config.models import StackConfig
+from render.cert_manager import CHART_REPO, cert_manager_values
+from render.charts import Chart
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

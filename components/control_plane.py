@@ -9,11 +9,11 @@ import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_random as random
 
-from components.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_user_data
-from components.config import StackConfig
-from components.errors import Problem, SovereignConfigError
-from components.naming import NODE_ROLE_LABEL_KEY, hetzner_labels, prefix
 from components.network import RegionNetwork
+from config.errors import Problem, SovereignConfigError
+from config.models import StackConfig
+from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_user_data
+from render.naming import NODE_ROLE_LABEL_KEY, hetzner_labels, prefix
 
 # Changing any of these makes Hetzner rebuild the server: a silent replacement of a running
 # control plane. They are ignored unless sovereign:controlPlane.allowReplacement is true.

@@ -1,22 +1,14 @@
-"""The one way this program declares a Helm release (pure-ish helper, no component)."""
+"""The one way this program declares a Helm release."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Chart:
-    """A pinned chart: never a range, so a preview means the same thing tomorrow."""
-
-    name: str
-    version: str
-    repo: str
+from render.charts import Chart
 
 
 def release(

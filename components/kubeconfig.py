@@ -9,9 +9,9 @@ import pulumi
 import pulumi_command as command
 import yaml
 
-from components.cloudinit import kubeconfig_server
-from components.config import StackConfig
-from components.naming import prefix
+from config.models import StackConfig
+from render.cloudinit import kubeconfig_server
+from render.naming import prefix
 
 # Runs on the first server. cloud-init installs k3s; wait for it, then for the API to answer,
 # within a bound so a broken boot fails `pulumi up` instead of hanging it. Diagnostics go to

@@ -9,8 +9,8 @@ import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
-from components.config import StackConfig
-from components.naming import hetzner_labels, prefix
+from config.models import StackConfig
+from render.naming import hetzner_labels, prefix
 
 WORLD: Final = ["0.0.0.0/0", "::/0"]
 # Cilium's WireGuard port: encrypted pod traffic between regions crosses the public network.

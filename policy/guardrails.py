@@ -34,15 +34,9 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UnknownValueError
 
 # The program's Pod Security vocabulary and evaluator (stdlib only, so the pack's venv has it).
-from components.pod_security import (
-    LABEL_PREFIX,
-    LEVELS,
-    VERSION_PATTERN,
-    evaluate,
-    refusal_message,
-    vcluster_pod_spec,
-)
-from components.pod_security import Level as PodSecurityLevel
+from config.pss import LABEL_PREFIX, LEVELS, VERSION_PATTERN
+from config.pss import Level as PodSecurityLevel
+from render.pod_security import evaluate, refusal_message, vcluster_pod_spec
 
 PACK_NAME: Final = "sovereign-guardrails"
 
@@ -421,7 +415,7 @@ def pod_security_refusal(
 ) -> str | None:
     """PodSecurity's refusal of the pod the vcluster chart creates from `values`, or None.
 
-    The evaluator is the program's own (components/pod_security.py), so the policy and the
+    The evaluator is the program's own (render/pod_security.py), so the policy and the
     program's preflight judge the same pod the same way.
     """
     violations = evaluate(vcluster_pod_spec(values), level, version)

@@ -13,8 +13,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.config import StackConfig, parse_config
-from components.errors import SovereignConfigError
+from checks.preflight import parse as parse_config
+from config.errors import SovereignConfigError
+from config.models import StackConfig
 from tools.mockrun import evaluate, stack_config
 
 BASES = {stack: stack_config(stack) for stack in ("primary", "secondary")}

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 import yaml
 
-from components import cloudinit
-from components.cilium import cilium_values
-from components.config import StackConfig, parse_config
+from checks.preflight import parse as parse_config
+from config.models import StackConfig
+from render import cloudinit
+from render.cilium import cilium_values
 from tools.mockrun import evaluate, stack_config
 
 TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import parse_config
-from components.errors import SovereignConfigError
+from checks.preflight import parse as parse_config
+from config.errors import SovereignConfigError
 from tools.mockrun import DELETE, Run, evaluate, stack_config
 
 

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import yaml
 
-from components.cloudinit import (
+from checks.preflight import parse as parse_config
+from render.cloudinit import (
     K3S_TOKEN_LENGTH,
     USER_DATA_CAP,
     WORST_CASE_IPV4,
     render_user_data,
 )
-from components.config import parse_config
 from tools.mockrun import (
     FAKE_HCLOUD_TOKEN,
     FAKE_K3S_KUBECONFIG,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from components.pod_security import (
-    Level,
+from config.pss import Level
+from render.pod_security import (
     evaluate,
     helm_merge,
     pss_labels,

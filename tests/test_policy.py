@@ -476,7 +476,7 @@ def test_chart_names_are_read_from_every_way_of_naming_a_chart(chart: str, name:
 
 
 class FakeJudge:
-    """Stands in for components.pod_security: refuses `restricted`, records what it was asked."""
+    """Stands in for render.pod_security: refuses `restricted`, records what it was asked."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, str, str, str]] = []

@@ -74,8 +74,8 @@ def test_cilium_values(primary: Run, secondary: Run) -> None:
 
 
 def test_cilium_refuses_an_api_address_workers_do_not_have(monkeypatch: pytest.MonkeyPatch) -> None:
-    from components import cilium, cloudinit
-    from components.config import parse_config
+    from checks.preflight import parse as parse_config
+    from render import cilium, cloudinit
     from tools.mockrun import stack_config
 
     cfg = parse_config(stack_config("primary"), "primary")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from components.slots import SLOTS, active_slots
+from render.slots import SLOTS, active_slots
 from tools.mockrun import Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -34,7 +34,7 @@ def registered_graph(run: Run) -> dict[int, set[int]]:
 
 
 def table_graph(run: Run) -> dict[int, set[int]]:
-    from components.config import parse_config
+    from checks.preflight import parse as parse_config
     from tools.mockrun import stack_config
 
     cfg = parse_config(stack_config(run.stack), run.stack)
@@ -80,7 +80,7 @@ def test_secondary_stack_has_rtz_but_no_mgmt_vcluster(secondary: Run) -> None:
 def test_each_role_runs_its_slots_in_table_order() -> None:
     # Registration order under the engine is concurrent; the order that matters is the
     # depends_on graph above. Declaration order follows the table.
-    from components.config import parse_config
+    from checks.preflight import parse as parse_config
     from tools.mockrun import stack_config
 
     for stack, expected in (("primary", [1, 2, 54, 58]), ("secondary", [1, 2, 54, 59])):
@@ -147,3 +147,9 @@ def test_a4_count_for_three_regions() -> None:
     names = [v for run in runs for v in run.outputs["vclusters"]]
     assert (names.count("mgmt"), names.count("dmz"), names.count("rtz")) == (1, 3, 2)
     assert sum(run.outputs["vclusterCount"] for run in runs) == 6
+
+
+def test_every_slot_of_the_table_has_exactly_one_builder() -> None:
+    from components.slots import BUILDERS
+
+    assert sorted(BUILDERS) == [slot.number for slot in SLOTS]

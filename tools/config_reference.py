@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from components.config import NAMESPACE, StackConfig, VCluster, VClusters
+from config.models import NAMESPACE, StackConfig, VCluster, VClusters
 
 BEGIN = "<!-- config-reference:begin -->"
 END = "<!-- config-reference:end -->"

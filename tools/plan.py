@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from components.pod_security import LABEL_PREFIX as PSS_PREFIX
-from components.pod_security import MODES as PSS_MODES
+from config.pss import LABEL_PREFIX as PSS_PREFIX
+from config.pss import MODES as PSS_MODES
 from tools.plan_json import (
     SECRET,
     as_dict,
@@ -42,12 +42,12 @@ from tools.plan_json import (
     short_type,
     strings,
 )
+from tools.stacks import ROOT, PlanError, evaluate_stack, require_stack
 
 if TYPE_CHECKING:
-    from components.config import StackConfig
+    from config.models import StackConfig
     from tools.mockrun import Registration, Run
 
-ROOT: Final = Path(__file__).resolve().parent.parent
 PLAN_VERSION: Final = 1
 SERVER_TYPE: Final = "hcloud:index/server:Server"
 NAMESPACE_TYPE: Final = "kubernetes:core/v1:Namespace"
@@ -56,66 +56,13 @@ RELEASE_TYPE: Final = "kubernetes:helm.sh/v3:Release"
 MIN_SCRUB_LENGTH: Final = 12
 
 
-class PlanError(Exception):
-    """A plan could not be produced; the message is for the user (no traceback)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# --------------------------------------------------------------------------------------------
-# Stacks on disk
-
-
-def stack_names(directory: Path) -> list[str]:
-    """Stacks of a project directory: one `Pulumi.<stack>.yaml` each."""
-    return sorted(
-        path.name.removeprefix("Pulumi.").removesuffix(".yaml")
-        for path in directory.glob("Pulumi.*.yaml")
-    )
-
-
-def _require_stack(stack: str, directory: Path) -> None:
-    if not (directory / f"Pulumi.{stack}.yaml").is_file():
-        known = " ".join(stack_names(directory)) or "(none)"
-        raise PlanError(f"no Pulumi.{stack}.yaml in {directory}: stacks are {known}", code=2)
-
-
-# --------------------------------------------------------------------------------------------
-# Building the plan
-
-
-def evaluate_stack(stack: str, directory: Path = ROOT) -> tuple[StackConfig, Run]:
-    """Validate the stack's committed config, then run the program under mocks.
-
-    A `SovereignConfigError` (any `pulumi.RunError`) becomes a `PlanError` with its message:
-    configuration a user can fix is reported by key, without a traceback.
-    """
-    from pulumi import RunError
-
-    from components.config import parse_config
-    from tools.mockrun import evaluate, stack_config
-
-    _require_stack(stack, directory)
-    raw = stack_config(stack, directory)
-    try:
-        cfg = parse_config(raw, stack)
-        run = evaluate(stack, raw=raw)
-    except RunError as err:
-        raise PlanError(str(err)) from None
-    if run.error is not None:
-        raise PlanError(str(run.error))
-    return cfg, run
-
-
 def _provider_urn(reference: str) -> str:
     """A provider reference is `<urn>::<id>`."""
     return reference.rsplit("::", 1)[0] if reference else ""
 
 
 def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[str, Any]]:
-    from components.cloudinit import (
+    from render.cloudinit import (
         K3S_TOKEN_LENGTH,
         USER_DATA_CAP,
         WORST_CASE_IPV4,
@@ -155,7 +102,7 @@ def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[
 
 def _vclusters(resources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Namespaces carrying Pod Security labels, with the Helm release installed into each."""
-    from components.vcluster import ROLE_LABEL as VCLUSTER_ROLE_LABEL
+    from render.vcluster import ROLE_LABEL as VCLUSTER_ROLE_LABEL
 
     releases: dict[str, list[str]] = {}
     for res in resources:
@@ -484,7 +431,7 @@ def _cmd_diff(args: argparse.Namespace, streams: Streams) -> int:
     else:
         # REF STACK: the stack at a git ref against the working tree.
         directory = Path(args.dir) if args.dir else ROOT
-        _require_stack(second, directory)
+        require_stack(second, directory)
         old = plan_at_ref(first, second)
         cfg, run = evaluate_stack(second, directory)
         new = build_plan(cfg, run)

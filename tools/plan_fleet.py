@@ -182,7 +182,7 @@ class StackResult:
 
 def summarize_stack(stack: str, directory: Path) -> StackResult:
     """Evaluate one stack under mocks: role, key and vClusters from its outputs."""
-    from tools.plan import PlanError, evaluate_stack
+    from tools.stacks import PlanError, evaluate_stack
 
     try:
         cfg, run = evaluate_stack(stack, directory)
@@ -336,7 +336,7 @@ def run_fleet(
     err: TextIO,
     standalone: bool = False,
 ) -> int:
-    from tools.plan import stack_names
+    from tools.stacks import stack_names
 
     stacks = stack_names(directory)
     if live:
@@ -377,7 +377,7 @@ def generate_fleet(directory: Path, regions: int, source: Path | None = None) ->
     """
     import yaml
 
-    from tools.plan import ROOT
+    from tools.stacks import ROOT
 
     base = source or ROOT
     directory.mkdir(parents=True, exist_ok=True)

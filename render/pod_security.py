@@ -12,16 +12,11 @@ release values merged over the chart's defaults. The module is stdlib only: the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, cast
 
-Level = Literal["privileged", "baseline", "restricted"]
-LEVELS: Final[tuple[Level, ...]] = get_args(Level)
-VERSION_PATTERN: Final = re.compile(r"latest|v1\.(0|[1-9][0-9]*)")
-LABEL_PREFIX: Final = "pod-security.kubernetes.io/"
-MODES: Final = ("enforce", "audit", "warn")
+from config.pss import LABEL_PREFIX, MODES, VERSION_PATTERN, Level
 
 # Capabilities a baseline pod may add (the container runtime's defaults).
 BASELINE_CAPABILITIES: Final = frozenset(

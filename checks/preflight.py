@@ -6,13 +6,20 @@ Each check returns `Problem`s instead of raising, so one error lists every mista
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
+from typing import Any
 
-from components.cloudinit import size_problems
-from components.config import StackConfig
-from components.errors import Problem
-from components.pod_security import evaluate, refusal_message, vcluster_pod_spec
-from components.slots import active_vclusters, gating_problems
-from components.vcluster import namespace_name, vcluster_values
+from config.errors import Problem
+from config.models import StackConfig, parse_config
+from render.cloudinit import (
+    K3S_TOKEN_LENGTH,
+    USER_DATA_CAP,
+    WORST_CASE_IPV4,
+    render_user_data,
+)
+from render.pod_security import evaluate, refusal_message, vcluster_pod_spec
+from render.slots import SLOTS, active_vclusters
+from render.vcluster import namespace_name, vcluster_values
 
 
 def network_problems(cfg: StackConfig) -> list[Problem]:
@@ -101,6 +108,44 @@ def pod_security_problems(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
+def gating_problems(cfg: StackConfig) -> list[Problem]:
+    """A vCluster switched on outside its role's regions is an error, never silently dropped."""
+    problems: list[Problem] = []
+    for slot in SLOTS:
+        if slot.vcluster is None or cfg.region.role in slot.roles:
+            continue
+        if cfg.vclusters.spec(slot.vcluster).enabled:
+            roles = " and ".join(sorted(slot.roles))
+            problems.append(
+                Problem(
+                    f"sovereign:vclusters.{slot.vcluster}.enabled",
+                    "true",
+                    f"{slot.vcluster.upper()} (slot {slot.number}) runs only in {roles} regions "
+                    f"and this is a {cfg.region.role} (DoD A4: primary = MGMT + DMZ, each "
+                    "secondary = DMZ + RTZ); remove the key",
+                )
+            )
+    return problems
+
+
+def size_problems(cfg: StackConfig) -> list[Problem]:
+    """Refuse at preview any server whose worst-case user_data exceeds Hetzner's cap."""
+    problems: list[Problem] = []
+    token = "x" * K3S_TOKEN_LENGTH
+    for node in range(cfg.control_plane.count):
+        size = len(render_user_data(cfg, node, WORST_CASE_IPV4, token).encode())
+        if size > USER_DATA_CAP:
+            problems.append(
+                Problem(
+                    f"sovereign:controlPlane (server {node + 1} user_data)",
+                    f"{size} bytes",
+                    f"at most {USER_DATA_CAP} bytes (Hetzner's user_data cap); shorten "
+                    "sovereign:access.sshPublicKeys or sovereign:registryMirror.projects",
+                )
+            )
+    return problems
+
+
 def preflight(cfg: StackConfig) -> list[Problem]:
     return [
         *network_problems(cfg),
@@ -108,3 +153,10 @@ def preflight(cfg: StackConfig) -> list[Problem]:
         *pod_security_problems(cfg),
         *size_problems(cfg),
     ]
+
+
+def parse(
+    raw: Mapping[str, Any], stack: str = "", secret_keys: frozenset[str] = frozenset()
+) -> StackConfig:
+    """The models' validation, then every check across them: one error lists every problem."""
+    return parse_config(raw, stack, secret_keys, check=preflight)

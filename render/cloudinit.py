@@ -12,9 +12,8 @@ from typing import Any, Final
 
 import yaml
 
-from components.config import StackConfig
-from components.errors import Problem
-from components.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, region_label
+from config.models import StackConfig
+from render.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, region_label
 
 # Hetzner refuses user_data above 32 KiB when the server is created.
 USER_DATA_CAP: Final = 32_768
@@ -169,21 +168,3 @@ def render_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) ->
     """user_data as Hetzner receives it."""
     body = yaml.safe_dump(cloud_config(cfg, node, public_ip, token), sort_keys=False, width=1000)
     return "#cloud-config\n" + body
-
-
-def size_problems(cfg: StackConfig) -> list[Problem]:
-    """Refuse at preview any server whose worst-case user_data exceeds Hetzner's cap."""
-    problems: list[Problem] = []
-    token = "x" * K3S_TOKEN_LENGTH
-    for node in range(cfg.control_plane.count):
-        size = len(render_user_data(cfg, node, WORST_CASE_IPV4, token).encode())
-        if size > USER_DATA_CAP:
-            problems.append(
-                Problem(
-                    f"sovereign:controlPlane (server {node + 1} user_data)",
-                    f"{size} bytes",
-                    f"at most {USER_DATA_CAP} bytes (Hetzner's user_data cap); shorten "
-                    "sovereign:access.sshPublicKeys or sovereign:registryMirror.projects",
-                )
-            )
-    return problems

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from components.config import StackConfig
+from config.models import StackConfig
 
 # The node label every region-pinned workload selects on. k3s sets it on the node
 # (`--node-label`) and the vCluster charts select it; both read `region_label` below, because

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any, Final, Literal, cast
 
 import pulumi
@@ -26,9 +26,9 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from components.errors import Problem, SovereignConfigError
-from components.pod_security import VERSION_PATTERN
-from components.pod_security import Level as PssLevel
+from config.errors import Problem, SovereignConfigError
+from config.pss import VERSION_PATTERN
+from config.pss import Level as PssLevel
 
 NAMESPACE: Final = "sovereign"
 
@@ -459,26 +459,32 @@ def _problems(
     return problems
 
 
+Check = Callable[["StackConfig"], list[Problem]]
+
+
+def _no_checks(_cfg: StackConfig) -> list[Problem]:
+    return []
+
+
 def parse_config(
-    raw: Mapping[str, Any], stack: str = "", secret_keys: frozenset[str] = frozenset()
+    raw: Mapping[str, Any],
+    stack: str = "",
+    secret_keys: frozenset[str] = frozenset(),
+    check: Check = _no_checks,
 ) -> StackConfig:
     """Validate the raw `sovereign:*` objects (keys without the namespace) as one stack.
 
     Pure: tests and the offline plan call it with a dict; `load_config` with Pulumi's config.
+    `check` judges a well-formed config across its keys (`checks.preflight`); it is passed in
+    because the checks sit in a layer above the models.
     """
-    problems: list[Problem] = []
-    cfg: StackConfig | None = None
     try:
         cfg = StackConfig.model_validate(dict(raw), by_alias=True, by_name=False)
     except ValidationError as err:
-        problems = _problems(err, raw, secret_keys)
-    if cfg is not None:
-        from components.preflight import preflight  # preflight imports the models
-
-        problems = preflight(cfg)
+        raise SovereignConfigError(_problems(err, raw, secret_keys), stack) from None
+    problems = check(cfg)
     if problems:
         raise SovereignConfigError(problems, stack)
-    assert cfg is not None
     return cfg
 
 
@@ -500,7 +506,7 @@ def _raw_from_pulumi() -> tuple[dict[str, Any], frozenset[str]]:
     return raw, secret
 
 
-def load_config() -> StackConfig:
+def load_config(check: Check = _no_checks) -> StackConfig:
     """Read and validate this stack's configuration, or raise one `SovereignConfigError`."""
     raw, secret_keys = _raw_from_pulumi()
-    return parse_config(raw, pulumi.get_stack(), secret_keys)
+    return parse_config(raw, pulumi.get_stack(), secret_keys, check)

@@ -1,0 +1,12 @@
+"""Slot 02 values: cert-manager, with its CRDs kept when the release goes (pure)."""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+CHART_REPO: Final = "https://charts.jetstack.io"
+
+
+def cert_manager_values() -> dict[str, Any]:
+    # keep: deleting the release must not delete every Certificate in the cluster with its CRDs.
+    return {"crds": {"enabled": True, "keep": True}}

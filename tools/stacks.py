@@ -1,0 +1,57 @@
+"""Stacks on disk, and one stack evaluated under mocks: the base every offline tool stands on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from config.models import StackConfig
+    from tools.mockrun import Run
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+
+class PlanError(Exception):
+    """A plan could not be produced; the message is for the user (no traceback)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def stack_names(directory: Path) -> list[str]:
+    """Stacks of a project directory: one `Pulumi.<stack>.yaml` each."""
+    return sorted(
+        path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+        for path in directory.glob("Pulumi.*.yaml")
+    )
+
+
+def require_stack(stack: str, directory: Path) -> None:
+    if not (directory / f"Pulumi.{stack}.yaml").is_file():
+        known = " ".join(stack_names(directory)) or "(none)"
+        raise PlanError(f"no Pulumi.{stack}.yaml in {directory}: stacks are {known}", code=2)
+
+
+def evaluate_stack(stack: str, directory: Path = ROOT) -> tuple[StackConfig, Run]:
+    """Validate the stack's committed config, then run the program under mocks.
+
+    A `SovereignConfigError` (any `pulumi.RunError`) becomes a `PlanError` with its message:
+    configuration a user can fix is reported by key, without a traceback.
+    """
+    from pulumi import RunError
+
+    from checks.preflight import parse as parse_config
+    from tools.mockrun import evaluate, stack_config
+
+    require_stack(stack, directory)
+    raw = stack_config(stack, directory)
+    try:
+        cfg = parse_config(raw, stack)
+        run = evaluate(stack, raw=raw)
+    except RunError as err:
+        raise PlanError(str(err)) from None
+    if run.error is not None:
+        raise PlanError(str(run.error))
+    return cfg, run
