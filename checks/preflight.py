@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from config import grammar
 from config.errors import Problem
 from config.models import StackConfig, parse_config
 from render.cloudinit import (
@@ -17,6 +18,7 @@ from render.cloudinit import (
     WORST_CASE_IPV4,
     render_user_data,
 )
+from render.naming import hetzner_labels, region_label
 from render.pod_security import evaluate, refusal_message, vcluster_pod_spec
 from render.slots import SLOTS, active_vclusters
 from render.vcluster import namespace_name, vcluster_values
@@ -61,6 +63,19 @@ def network_problems(cfg: StackConfig) -> list[Problem]:
                 problems.append(
                     Problem(key, repr(ranges[key]), f"must not overlap {other} {ranges[other]}")
                 )
+    # Every node takes a /24 of the pod range; a range with fewer blocks than control-plane
+    # servers leaves the last ones without pod addresses (their pods never start).
+    pods = ipaddress.ip_network(cfg.pod_cidr)
+    blocks = 2 ** max(grammar.NODE_MASK_SIZE - pods.prefixlen, 0)
+    if blocks < cfg.control_plane.count:
+        problems.append(
+            Problem(
+                "sovereign:network.podCidr",
+                repr(cfg.pod_cidr),
+                f"room for {cfg.control_plane.count} nodes of a /{grammar.NODE_MASK_SIZE} each "
+                f"(kube-controller-manager --node-cidr-mask-size); this range holds {blocks}",
+            )
+        )
     lb = cfg.load_balancer
     if lb.enabled:
         lb_ip = ipaddress.ip_address(lb.private_ip)
@@ -78,6 +93,28 @@ def network_problems(cfg: StackConfig) -> list[Problem]:
                     "sovereign:loadBalancer.httpsNodePort",
                     str(lb.https_node_port),
                     "a node port other than httpNodePort",
+                )
+            )
+    return problems
+
+
+def label_problems(cfg: StackConfig) -> list[Problem]:
+    """Names that become Hetzner and Kubernetes label values must be valid label values.
+
+    The sovereign name and region key are checked one by one; what they make together (the
+    region label `<name>-<key>`) is checked here, on the very values the program sends.
+    """
+    values = {**hetzner_labels(cfg), "node-label openova.io/region": region_label(cfg)}
+    problems: list[Problem] = []
+    for label, value in values.items():
+        try:
+            grammar.label_value(value)
+        except ValueError as err:
+            problems.append(
+                Problem(
+                    "sovereign:name / sovereign:region.key",
+                    repr(value),
+                    f"label {label}: {err}",
                 )
             )
     return problems
@@ -149,6 +186,7 @@ def size_problems(cfg: StackConfig) -> list[Problem]:
 def preflight(cfg: StackConfig) -> list[Problem]:
     return [
         *network_problems(cfg),
+        *label_problems(cfg),
         *gating_problems(cfg),
         *pod_security_problems(cfg),
         *size_problems(cfg),

@@ -30,7 +30,8 @@ def firewall_rules(cfg: StackConfig) -> list[dict[str, Any]]:
             "description": "kubernetes api",
             "protocol": "tcp",
             "port": "6443",
-            "source_ips": list(cfg.access.api_allowed_cidrs),
+            # The SSH sources unless the stack lists others; the world only when listed.
+            "source_ips": cfg.access.api_sources,
         },
         {"description": "http", "protocol": "tcp", "port": "80", "source_ips": WORLD},
         {"description": "https", "protocol": "tcp", "port": "443", "source_ips": WORLD},

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Final, Literal, cast
+from typing import Annotated, Any, Final, Literal, cast, get_args
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -26,11 +26,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from config import grammar
+from config import secrets as secret_config
 from config.errors import Problem, SovereignConfigError
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
-
-NAMESPACE: Final = "sovereign"
+from config.secrets import NAMESPACE
 
 Role = Literal["primary", "secondary"]
 Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
@@ -49,7 +50,10 @@ NETWORK_ZONES: Final[Mapping[str, str]] = {
 # Pod CIDR 10.(42+index).0.0/16 must stay below the service range 10.96.0.0/16 of index 0.
 MAX_REGION_INDEX: Final = 53
 
-_WORLD: Final = frozenset({"0.0.0.0/0", "::/0"})
+# A region key is an offered location plus an optional ordinal: every location can be a key.
+_REGION_KEY: Final = re.compile(
+    "(" + "|".join(re.escape(loc) for loc in get_args(Location)) + r")(-[0-9]{1,2})?"
+)
 _SSH_KEY = re.compile(
     r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$"
 )
@@ -57,10 +61,18 @@ _FQDN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{
 
 
 def _cidr(value: str) -> str:
+    # ipaddress's own messages repeat the input; ours must not (the key may be secret).
     try:
         return str(ipaddress.ip_network(value, strict=True))
-    except ValueError as err:
-        raise ValueError(f"a CIDR with no host bits set, e.g. 10.0.0.0/16 ({err})") from None
+    except ValueError:
+        pass
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValueError("a CIDR such as 10.0.0.0/16 or 2001:db8::/32") from None
+    raise ValueError(
+        "a CIDR with no host bits set: written with the range's first address, e.g. 10.0.0.0/16"
+    )
 
 
 def _ipv4(value: str) -> str:
@@ -70,18 +82,27 @@ def _ipv4(value: str) -> str:
         raise ValueError("an IPv4 address, e.g. 10.0.1.2") from None
 
 
+_SSH_WORLD: Final = (
+    "SSH open to the whole internet is refused; list the deployer's and operators' "
+    "addresses instead, e.g. 203.0.113.7/32"
+)
+
+
 def _not_world(value: str) -> str:
-    if value in _WORLD:
-        raise ValueError(
-            "SSH open to the whole internet is refused; list the deployer's and operators' "
-            "addresses instead, e.g. 203.0.113.7/32"
-        )
+    if grammar.world_families([ipaddress.ip_network(value)]):
+        raise ValueError(_SSH_WORLD)
     return value
 
 
 Cidr = Annotated[str, AfterValidator(_cidr)]
 IPv4 = Annotated[str, AfterValidator(_ipv4)]
 SshCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(_not_world)]
+NetworkCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(grammar.hetzner_network)]
+SubnetCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(grammar.hetzner_subnet)]
+PodCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(grammar.pod_range)]
+ServiceCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(grammar.service_range)]
+RegistryHost = Annotated[str, AfterValidator(grammar.registry_host)]
+ChartVersion = Annotated[str, AfterValidator(grammar.chart_version)]
 
 
 class _Model(BaseModel):
@@ -98,7 +119,9 @@ class Region(_Model):
     """Which region of the Sovereign this stack is."""
 
     role: Role = Field(description="primary (MGMT + DMZ) or secondary (DMZ + RTZ), DoD A4.")
-    key: str = Field(description="Region key, the location plus an optional ordinal: fsn1, hel1-2.")
+    key: str = Field(
+        description="Region key: the location plus an optional ordinal: fsn1, hel1-2, ash."
+    )
     location: Location = Field(description="Hetzner location of every server of the region.")
     index: int = Field(ge=0, le=MAX_REGION_INDEX, description="0 for the primary; drives CIDRs.")
     fqdn: str = Field(description="The Sovereign's domain, e.g. omantel.openova.io.")
@@ -106,8 +129,11 @@ class Region(_Model):
     @field_validator("key")
     @classmethod
     def _key_shape(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z]{3}[0-9](-[0-9]{1,2})?", value):
-            raise ValueError("a location code with an optional ordinal, e.g. fsn1 or hel1-2")
+        if not _REGION_KEY.fullmatch(value):
+            offered = ", ".join(get_args(Location))
+            raise ValueError(
+                f"a location ({offered}) with an optional ordinal, e.g. fsn1, hel1-2 or ash-2"
+            )
         return value
 
     @field_validator("fqdn")
@@ -212,11 +238,10 @@ class Access(_Model):
         max_length=20,
         description="Sources allowed to TCP 22; must include the deployer (kubeconfig over SSH).",
     )
-    api_allowed_cidrs: list[Cidr] = Field(
-        default_factory=lambda: ["0.0.0.0/0", "::/0"],
-        min_length=1,
-        max_length=20,
-        description="Sources allowed to the Kubernetes API, TCP 6443.",
+    api_allowed_cidrs: Annotated[list[Cidr], Field(min_length=1, max_length=20)] | None = Field(
+        default=None,
+        description="Sources allowed to the Kubernetes API, TCP 6443. Unset: the "
+        "sshAllowedCidrs sources; the whole internet only when listed (0.0.0.0/0, ::/0).",
     )
 
     @field_validator("ssh_allowed_cidrs")
@@ -227,19 +252,41 @@ class Access(_Model):
                 "empty, but `pulumi up` reads the kubeconfig over SSH from the first control-plane "
                 'server; add the deployer\'s address, e.g. ["203.0.113.7/32"]'
             )
+        # However the ranges are split, their union must not be a whole address family.
+        world = grammar.world_families([ipaddress.ip_network(cidr) for cidr in value])
+        if world:
+            raise ValueError(
+                f"together these ranges cover {' and '.join(world)}, the whole internet. "
+                + _SSH_WORLD
+            )
         return value
+
+    @property
+    def api_sources(self) -> list[str]:
+        """Who reaches TCP 6443: the listed sources, else the SSH sources (never the world)."""
+        if self.api_allowed_cidrs is None:
+            return list(self.ssh_allowed_cidrs)
+        return list(self.api_allowed_cidrs)
 
 
 class Network(_Model):
     """Hetzner private network and the cluster's per-region CIDRs."""
 
-    cidr: Cidr = Field(default="10.0.0.0/16", description="Hetzner private network.")
-    subnet_cidr: Cidr = Field(default="10.0.1.0/24", description="Cloud subnet of the servers.")
+    cidr: NetworkCidr = Field(
+        default="10.0.0.0/16", description="Hetzner private network: RFC 1918 IPv4, /24 or larger."
+    )
+    subnet_cidr: SubnetCidr = Field(
+        default="10.0.1.0/24", description="Cloud subnet of the servers, inside cidr."
+    )
     first_control_plane_ip: IPv4 = Field(
         default="10.0.1.2", description="Private IP of CP 1; the others follow."
     )
-    pod_cidr: Cidr | None = Field(default=None, description="Default 10.(42+index).0.0/16.")
-    service_cidr: Cidr | None = Field(default=None, description="Default 10.(96+index).0.0/16.")
+    pod_cidr: PodCidr | None = Field(
+        default=None, description="Default 10.(42+index).0.0/16; private IPv4, a /24 per node."
+    )
+    service_cidr: ServiceCidr | None = Field(
+        default=None, description="Default 10.(96+index).0.0/16; private IPv4, /12 to /28."
+    )
 
 
 class LoadBalancer(_Model):
@@ -260,7 +307,9 @@ class RegistryMirror(_Model):
     """containerd mirror through an image proxy (k3s registries.yaml)."""
 
     enabled: bool = Field(default=False, description="Write /etc/rancher/k3s/registries.yaml.")
-    host: str = Field(default="harbor.openova.io", description="Proxy registry host.")
+    host: RegistryHost = Field(
+        default="harbor.openova.io", description="Proxy registry host[:port], no scheme."
+    )
     projects: dict[str, str] = Field(
         default_factory=lambda: {"docker.io": "proxy-dockerhub", "ghcr.io": "proxy-ghcr"},
         description="Upstream registry -> proxy project on the host.",
@@ -269,19 +318,21 @@ class RegistryMirror(_Model):
 
 class GatewayApi(_Model):
     enabled: bool = Field(default=False, description="Cilium Gateway API; applies its CRDs first.")
-    crds_version: str = Field(
+    crds_version: Annotated[str, AfterValidator(grammar.gateway_api_release)] = Field(
         default="v1.3.0", description="Gateway API CRDs the Cilium line expects."
     )
 
 
 class Cilium(_Model):
-    version: str = Field(default="1.18.12", description="Pinned Cilium chart version.")
+    version: ChartVersion = Field(default="1.18.12", description="Pinned Cilium chart version.")
     wireguard: bool = Field(default=True, description="Transparent WireGuard encryption.")
     gateway_api: GatewayApi = Field(default_factory=GatewayApi, description="Gateway API.")
 
 
 class CertManager(_Model):
-    version: str = Field(default="v1.21.1", description="Pinned cert-manager chart version.")
+    version: ChartVersion = Field(
+        default="v1.21.1", description="Pinned cert-manager chart version."
+    )
 
 
 class PodSecurity(_Model):
@@ -301,8 +352,10 @@ class PodSecurity(_Model):
 
 
 class Image(_Model):
-    registry: str = Field(default="harbor.openova.io", description="Mirror registry.")
-    repository: str = Field(default="proxy-ghcr/loft-sh/vcluster", description="Repository.")
+    registry: RegistryHost = Field(default="harbor.openova.io", description="Mirror registry.")
+    repository: Annotated[str, AfterValidator(grammar.oci_repository)] = Field(
+        default="proxy-ghcr/loft-sh/vcluster", description="Repository."
+    )
     tag: str = Field(default="0.20.0", description="Pinned tag.")
     digest: str | None = Field(default=None, description="Optional sha256 digest pin.")
 
@@ -311,14 +364,12 @@ class Image(_Model):
     def _tag(cls, value: str) -> str:
         if not value.strip() or value == "latest":
             raise ValueError("pinned image required: an exact tag such as 0.20.0")
-        return value
+        return grammar.oci_tag(value)
 
     @field_validator("digest")
     @classmethod
     def _digest(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
-            raise ValueError("sha256: followed by 64 hex digits")
-        return value
+        return None if value is None else grammar.oci_digest(value)
 
 
 class VClusterSecurity(_Model):
@@ -379,8 +430,12 @@ class StackConfig(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z][a-z0-9-]{1,19}", value):
-            raise ValueError("2-20 lower-case letters, digits or '-', starting with a letter")
+        # It prefixes Hetzner names and is a Hetzner and Kubernetes label value: no trailing '-'.
+        if not re.fullmatch(r"[a-z][a-z0-9-]{0,18}[a-z0-9]", value):
+            raise ValueError(
+                "2-20 lower-case letters, digits or '-', starting with a letter and ending with "
+                "a letter or digit"
+            )
         return value
 
     @property
@@ -438,6 +493,24 @@ def _lookup(raw: Mapping[str, Any], loc: Sequence[int | str]) -> object:
 _MISSING: Final = object()
 
 
+def _leaves(value: object) -> list[str]:
+    """Every scalar inside `value` as text: what a message about a secret key must not show."""
+    if isinstance(value, Mapping):
+        return [t for v in cast(Mapping[object, object], value).values() for t in _leaves(v)]
+    if isinstance(value, list):
+        return [t for v in cast(list[object], value) for t in _leaves(v)]
+    if isinstance(value, bool) or value is None:
+        return []
+    text = str(value)
+    return [text] if text.strip() else []
+
+
+def _scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "[redacted]", text)
+    return text
+
+
 def _problems(
     err: ValidationError, raw: Mapping[str, Any], secret_keys: frozenset[str]
 ) -> list[Problem]:
@@ -453,8 +526,10 @@ def _problems(
             shown = "(not set)" if value is _MISSING else _show(value)
             allowed = str(item["msg"]).removeprefix("Value error, ")
         if "PRIVATE KEY" in shown or (loc and str(loc[0]) in secret_keys):
-            # An error message must never carry a secret into logs or PR comments.
+            # An error message must never carry a secret into logs or PR comments, not even
+            # where a validator's text quotes the value or a part of it.
             shown = "[redacted]"
+            allowed = _scrub(allowed, _leaves(raw.get(str(loc[0]))) if loc else [])
         problems.append(Problem(_path(loc), shown, allowed))
     return problems
 
@@ -478,10 +553,16 @@ def parse_config(
     `check` judges a well-formed config across its keys (`checks.preflight`); it is passed in
     because the checks sit in a layer above the models.
     """
+    # Refused before the models see them: a secret the models parsed would be a plain string.
+    problems = secret_config.secret_problems(frozenset(raw), secret_keys)
+    plain = {key: value for key, value in raw.items() if key not in secret_config.SECRET_KEYS}
+    cfg: StackConfig | None = None
     try:
-        cfg = StackConfig.model_validate(dict(raw), by_alias=True, by_name=False)
+        cfg = StackConfig.model_validate(plain, by_alias=True, by_name=False)
     except ValidationError as err:
-        raise SovereignConfigError(_problems(err, raw, secret_keys), stack) from None
+        problems += _problems(err, raw, secret_keys)
+    if problems or cfg is None:
+        raise SovereignConfigError(problems, stack)
     problems = check(cfg)
     if problems:
         raise SovereignConfigError(problems, stack)

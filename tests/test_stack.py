@@ -55,7 +55,7 @@ def test_firewall_opens_only_what_the_region_needs(primary: Run) -> None:
     rules = primary.one("hcloud:index/firewall:Firewall").inputs["rules"]
     by_port = {(r["protocol"], r.get("port")): r["sourceIps"] for r in rules}
     assert by_port[("tcp", "22")] == ["203.0.113.10/32"]
-    assert by_port[("tcp", "6443")] == ["0.0.0.0/0", "::/0"]
+    assert by_port[("tcp", "6443")] == ["203.0.113.10/32"]  # the SSH sources by default
     assert ("tcp", "80") in by_port
     assert ("tcp", "443") in by_port
     assert ("icmp", None) in by_port

@@ -180,7 +180,7 @@ def test_image_digest_pin() -> None:
     )
     bad = evaluate("primary", {"vclusters": {"dmz": {"image": {"digest": "latest"}}}})
     assert (
-        "sovereign:vclusters.dmz.image.digest = 'latest': sha256: followed by 64 hex digits"
+        "sovereign:vclusters.dmz.image.digest = 'latest': an image digest: sha256: followed by 64"
         in str(bad.error)
     )
 

@@ -13,7 +13,7 @@ import copy
 import json
 import runpy
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,15 +215,21 @@ def evaluate(
     overrides: Mapping[str, Any] | None = None,
     raw: Mapping[str, Any] | None = None,
     on_run: Callable[[], None] | None = None,
+    secret_keys: Sequence[str] = (),
 ) -> Run:
-    """Run `__main__.py` for `stack` with its committed config, deep-merged with `overrides`."""
+    """Run `__main__.py` for `stack` with its committed config, deep-merged with `overrides`.
+
+    `secret_keys` (without the namespace) are marked secret, as `pulumi config set --secret` does.
+    """
     run = Run(stack)
     config = dict(raw) if raw is not None else _deep_merge(stack_config(stack), overrides or {})
     all_config = {
         f"sovereign:{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in config.items()
     }
     all_config["hcloud:token"] = FAKE_HCLOUD_TOKEN
-    pulumi.runtime.set_all_config(all_config, ["hcloud:token"])
+    pulumi.runtime.set_all_config(
+        all_config, ["hcloud:token", *(f"sovereign:{key}" for key in secret_keys)]
+    )
     mocks = RecordingMocks()
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
