@@ -6,8 +6,11 @@ import json
 import logging
 from typing import Any
 
+import pulumi
 import pytest
 
+from config import secrets as secret_config
+from config.errors import SovereignConfigError
 from tools.mockrun import (
     FAKE_HCLOUD_TOKEN,
     FAKE_K3S_KUBECONFIG,
@@ -96,3 +99,77 @@ def test_nothing_secret_reaches_the_log(caplog: pytest.LogCaptureFixture) -> Non
     logged = caplog.text + str(refused.error)
     for what, secret in SECRETS.items():
         assert secret not in logged, what
+
+
+# --- `pulumi config set --secret sovereign:...` ---------------------------------------------------
+
+SSH_KEY_BODY = "AAAAC3NzaC1lZDI1NTE5AAAAIM8Dz9mKX0mGZcQ4s3cQhCqfHkQ3qS1f7vQm3b2a1x9C"
+
+
+def test_a_sovereign_key_marked_secret_is_refused_by_name_and_never_unwrapped() -> None:
+    run = evaluate("primary", secret_keys=["access", "region"])
+    assert isinstance(run.error, SovereignConfigError)
+    assert run.registrations == [], "nothing may be declared with a secret parsed as plain text"
+    message = str(run.error)
+    for key in ("access", "region"):
+        assert (
+            f"sovereign:{key} = [redacted]: set as a secret (`pulumi config set --secret`), but "
+            "this key is not a secret: the program would unwrap it into plain state" in message
+        )
+    assert SSH_KEY_BODY not in message
+    assert "203.0.113.10" not in message
+    assert "fsn1" not in message
+
+
+def test_secret_values_stay_hidden_even_inside_validator_messages() -> None:
+    # The region validator quotes the key and index; the network one the range's rule.
+    secret_region = {"role": "primary", "key": "nbg1", "location": "fsn1", "index": 0}
+    run = evaluate(
+        "primary",
+        {"region": secret_region, "network": {"cidr": "10.0.9.1/16"}},
+        secret_keys=["region", "network"],
+    )
+    message = str(run.error)
+    assert "sovereign:region = [redacted]" in message
+    assert "nbg1" not in message
+    assert "10.0.9.1" not in message
+    assert "sovereign:region = [redacted]: key '[redacted]' must start with its location" in message
+
+
+def test_a_designated_secret_key_is_read_only_as_a_pulumi_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(secret_config, "SECRET_KEYS", {"mirrorPassword": "the mirror password"})
+    probe: dict[str, pulumi.Output[str] | None] = {}
+
+    def read() -> None:
+        probe["value"] = secret_config.secret_value("mirrorPassword")
+        pulumi.export("probe", probe["value"])
+
+    run = evaluate(
+        "primary", {"mirrorPassword": "hunter2-mirror"}, on_run=read, secret_keys=["mirrorPassword"]
+    )
+    assert run.error is None, run.error
+    assert run.outputs["probe"] == "hunter2-mirror"
+    assert "probe" in run.secret_outputs
+    text = json.dumps([r.inputs for r in run.registrations])
+    assert "hunter2-mirror" not in text, "the models never saw it, so no resource got it in plain"
+
+
+def test_a_designated_secret_key_set_in_plain_text_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(secret_config, "SECRET_KEYS", {"mirrorPassword": "the mirror password"})
+    run = evaluate("primary", {"mirrorPassword": "hunter2-mirror"})
+    assert isinstance(run.error, SovereignConfigError)
+    message = str(run.error)
+    assert (
+        "sovereign:mirrorPassword = [redacted]: the mirror password in plain text in the stack "
+        "file; set it with `pulumi config set --secret sovereign:mirrorPassword`" in message
+    )
+    assert "hunter2-mirror" not in message
+
+
+def test_reading_a_key_that_is_not_designated_secret_is_a_programming_error() -> None:
+    with pytest.raises(KeyError, match=r"not in config\.secrets\.SECRET_KEYS"):
+        secret_config.secret_value("name")
