@@ -34,6 +34,7 @@ from pulumi_policy import (
 from pulumi_policy.proxy import UnknownValueError
 
 # The program's Pod Security vocabulary and evaluator (stdlib only, so the pack's venv has it).
+from config.grammar import world_families
 from config.pss import LABEL_PREFIX, LEVELS, VERSION_PATTERN
 from config.pss import Level as PodSecurityLevel
 from render.pod_security import evaluate, refusal_message, vcluster_pod_spec
@@ -179,23 +180,14 @@ def world_cidrs(sources: Sequence[object]) -> list[str]:
     `0.0.0.0/1` plus `128.0.0.0/1`): what counts is the set of addresses, not the string.
     Entries that are not CIDRs are left to the provider, which refuses them.
     """
-    v4: list[ipaddress.IPv4Network] = []
-    v6: list[ipaddress.IPv6Network] = []
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
     for source in sources:
         try:
-            network = ipaddress.ip_network(str(source).strip(), strict=False)
+            networks.append(ipaddress.ip_network(str(source).strip(), strict=False))
         except ValueError:
             continue
-        if isinstance(network, ipaddress.IPv4Network):
-            v4.append(network)
-        else:
-            v6.append(network)
-    found: list[str] = []
-    if any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v4)):
-        found.append("0.0.0.0/0")
-    if any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(v6)):
-        found.append("::/0")
-    return found
+    # The same union test the program's config applies to sshAllowedCidrs.
+    return world_families(networks)
 
 
 def world_ssh_violations(
