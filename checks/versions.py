@@ -37,9 +37,7 @@ def _line(
     return line, []
 
 
-def _pair(
-    k3s: str, kube: str, project: str, version: str, line: Line, key: str
-) -> list[Problem]:
+def _pair(k3s: str, kube: str, project: str, version: str, line: Line, key: str) -> list[Problem]:
     if kube in line.kubernetes:
         return []
     return [

@@ -28,8 +28,8 @@ from pydantic.alias_generators import to_camel
 
 from config.errors import Problem, SovereignConfigError
 from config.pss import VERSION_PATTERN
-from config.server_types import CATALOGUE as SERVER_TYPES
 from config.pss import Level as PssLevel
+from config.server_types import CATALOGUE as SERVER_TYPES
 
 NAMESPACE: Final = "sovereign"
 
@@ -287,7 +287,8 @@ class GatewayApi(_Model):
         "a Gateway listens on the host at the LB's target ports.",
     )
     crds_version: str = Field(
-        default="v1.3.0", description="Gateway API CRDs the Cilium line supports (README: Versions)."
+        default="v1.3.0",
+        description="Gateway API CRDs the Cilium line supports (README: Versions).",
     )
 
 

@@ -136,7 +136,8 @@ NIC of ${{address}}"
 log "configuring ${{nic}} (MAC ${{mac}}) by DHCP"
 if command -v netplan >/dev/null 2>&1; then
   umask 077
-  printf 'network:\n  version: 2\n  ethernets:\n    sovereign-private:\n      match:\n        macaddress: "%s"\n      dhcp4: true\n' "$mac" >{netplan}
+  printf '%s\n' 'network:' '  version: 2' '  ethernets:' '    sovereign-private:' \
+    '      match:' "        macaddress: \"${{mac}}\"" '      dhcp4: true' >{netplan}
   netplan apply
 elif command -v dhclient >/dev/null 2>&1; then
   ip link set dev "$nic" up
@@ -345,7 +346,25 @@ def cloud_config(cfg: StackConfig, node: int, public_ip: str, token: str) -> dic
     }
 
 
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line file contents as literal blocks: scripts read (and diff) line by line."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    # The stubs leave represent_scalar's value untyped.
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)  # pyright: ignore[reportUnknownMemberType]
+
+
+_BlockDumper.add_representer(str, _str)
+
+
 def render_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) -> str:
     """user_data as Hetzner receives it."""
-    body = yaml.safe_dump(cloud_config(cfg, node, public_ip, token), sort_keys=False, width=1000)
+    body = yaml.dump(
+        cloud_config(cfg, node, public_ip, token),
+        Dumper=_BlockDumper,
+        sort_keys=False,
+        width=1000,
+    )
     return "#cloud-config\n" + body

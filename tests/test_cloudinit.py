@@ -232,7 +232,8 @@ def test_private_address_waits_are_bounded_and_fail_clearly() -> None:
     assert f"wait_for_address {cloudinit.DHCP_WAIT_SECONDS} || fail" in script
     # Every loop ends at a deadline; curl calls have their own timeouts.
     loops = [line.strip() for line in script.splitlines() if line.strip().startswith("while")]
-    assert loops and all(line == "while ((SECONDS < deadline)); do" for line in loops)
+    assert len(loops) == 3
+    assert all(line == "while ((SECONDS < deadline)); do" for line in loops)
     assert "until " not in script
     assert "--max-time 5" in script
     for message in (
@@ -249,8 +250,7 @@ def test_fallback_configures_the_nic_matched_by_mac_from_hetzner_metadata() -> N
     script = written(cfg(), 0, cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH)["content"]
     assert f"metadata={cloudinit.PRIVATE_NETWORKS_URL}" in script
     assert 'if [[ "$(cat "$dev/address" 2>/dev/null)" == "$1" ]]; then' in script
-    assert 'macaddress: "%s"\\n      dhcp4: true' in script
-    assert '"$mac" >/etc/netplan/60-sovereign-private.yaml' in script
+    assert """"        macaddress: \\"${mac}\\"" '      dhcp4: true' >/etc/netplan/""" in script
     assert 'dhclient -1 -4 "$nic"' in script
 
 

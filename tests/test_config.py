@@ -35,7 +35,10 @@ def test_every_invalid_key_is_listed_at_once_by_path() -> None:
         "sovereign:controlPlane.count = 2: 1 (single server) or 3 (HA with embedded etcd); 2 servers have no etcd quorum"
         in message
     )
-    assert "sovereign:controlPlane.serverType = 'm5.large': a Hetzner server type" in message
+    assert (
+        "sovereign:controlPlane.serverType = 'm5.large': not a Hetzner server type on sale"
+        in message
+    )
     assert (
         "sovereign:region.location = 'us-east-1': Input should be 'fsn1', 'nbg1', 'hel1', 'ash', 'hil' or 'sin'"
         in message
@@ -111,7 +114,7 @@ def test_region_consistency(region: dict[str, object], fragment: str) -> None:
 def test_k3s_version_must_be_an_exact_release() -> None:
     message, _ = refused({"controlPlane": {"k3sVersion": "stable"}})
     assert (
-        "sovereign:controlPlane.k3sVersion = 'stable': an exact k3s release, e.g. v1.31.4+k3s1"
+        "sovereign:controlPlane.k3sVersion = 'stable': an exact k3s release, e.g. v1.33.13+k3s2"
         in message
     )
 
