@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pulumi
 import pulumi_kubernetes as k8s
 
+from checks import versions
 from checks.preflight import preflight
 from components.control_plane import ControlPlane, ControlPlaneArgs
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
@@ -16,6 +19,10 @@ from render.slots import active_vclusters
 
 # Validates every sovereign:* key (and the checks across them) before any resource exists.
 cfg = load_config(check=preflight)
+# Facts no pin in reach can fix (a Kubernetes minor past its upstream end of life), shown on
+# every preview and up rather than refused.
+for notice in versions.notices(cfg, datetime.date.today()):
+    pulumi.log.warn(notice)
 name = prefix(cfg)
 
 network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg))

@@ -9,6 +9,8 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from checks import versions
+from checks.hetzner import load_balancer_problems, server_type_problems
 from config import grammar
 from config.errors import Problem
 from config.models import StackConfig, parse_config
@@ -187,6 +189,9 @@ def preflight(cfg: StackConfig) -> list[Problem]:
     return [
         *network_problems(cfg),
         *label_problems(cfg),
+        *server_type_problems(cfg),
+        *load_balancer_problems(cfg),
+        *versions.problems(cfg),
         *gating_problems(cfg),
         *pod_security_problems(cfg),
         *size_problems(cfg),

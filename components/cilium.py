@@ -12,7 +12,13 @@ import pulumi_kubernetes as k8s
 from components.helm import release
 from config.models import StackConfig
 from render.charts import Chart
-from render.cilium import CHART_REPO, cilium_values, gateway_api_crd_files, metadata_deny_policy
+from render.cilium import (
+    CHART_REPO,
+    cilium_values,
+    gateway_api_crd_files,
+    ingress_gateway,
+    metadata_deny_policy,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,4 +63,17 @@ class Cilium(pulumi.ComponentResource):
             spec=metadata_deny_policy(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )
+        self.gateway: k8s.apiextensions.CustomResource | None = None
+        gateway_object = ingress_gateway(cfg)
+        if gateway_object is not None:
+            # What the Hetzner load balancer's targets listen on: envoy on the host, at the
+            # Gateway's listener ports, once the release (and its GatewayClass) exists.
+            self.gateway = k8s.apiextensions.CustomResource(
+                f"{name}-ingress-gateway",
+                api_version=gateway_object["apiVersion"],
+                kind=gateway_object["kind"],
+                metadata=k8s.meta.v1.ObjectMetaArgs(**gateway_object["metadata"]),
+                spec=gateway_object["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            )
         self.register_outputs({"status": self.release.status})

@@ -18,6 +18,11 @@ from render.naming import NODE_ROLE_LABEL_KEY, hetzner_labels, prefix
 # Changing any of these makes Hetzner rebuild the server: a silent replacement of a running
 # control plane. They are ignored unless sovereign:controlPlane.allowReplacement is true.
 REPLACING_INPUTS: Final = ["user_data", "image", "ssh_keys"]
+# Load balancer health checks (terraform-provider-hcloud docs/resources/load_balancer_service.md:
+# protocol tcp|http, port, interval, timeout, retries).
+LB_HEALTH_INTERVAL_SECONDS: Final = 10
+LB_HEALTH_TIMEOUT_SECONDS: Final = 5
+LB_HEALTH_RETRIES: Final = 3
 
 
 def checked_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) -> str:
@@ -163,6 +168,9 @@ class ControlPlane(pulumi.ComponentResource):
                 # Private targets are refused until the LB itself is in the network.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
             )
+        # The targets listen there through Cilium's Gateway in host network mode (preflight
+        # refuses a load balancer without it). The TCP health check keeps a node whose envoy
+        # is not (yet) listening out of rotation, so no request goes to a closed port.
         for listen, node_port in ((80, lb_cfg.http_node_port), (443, lb_cfg.https_node_port)):
             hcloud.LoadBalancerService(
                 f"{name}-lb-{listen}",
@@ -170,6 +178,13 @@ class ControlPlane(pulumi.ComponentResource):
                 protocol="tcp",
                 listen_port=listen,
                 destination_port=node_port,
+                health_check=hcloud.LoadBalancerServiceHealthCheckArgs(
+                    protocol="tcp",
+                    port=node_port,
+                    interval=LB_HEALTH_INTERVAL_SECONDS,
+                    timeout=LB_HEALTH_TIMEOUT_SECONDS,
+                    retries=LB_HEALTH_RETRIES,
+                ),
                 opts=child,
             )
         return lb.ipv4

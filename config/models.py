@@ -32,6 +32,7 @@ from config.errors import Problem, SovereignConfigError
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
 from config.secrets import NAMESPACE
+from config.server_types import CATALOGUE as SERVER_TYPES
 
 Role = Literal["primary", "secondary"]
 Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
@@ -164,12 +165,15 @@ class ControlPlane(_Model):
     """The k3s server nodes of this region."""
 
     server_type: str = Field(
-        default="cpx31", description="Hetzner server type: cx/cpx/ccx/cax + digits."
+        default="cpx32",
+        description="Hetzner server type sold in the region's location (config/data catalogue).",
     )
     count: int = Field(default=1, description="1, or 3 for HA with embedded etcd.")
     image: str = Field(default="ubuntu-24.04", description="Hetzner image name.")
     k3s_version: str = Field(
-        alias="k3sVersion", description="Pinned k3s release, e.g. v1.31.4+k3s1."
+        alias="k3sVersion",
+        description="Pinned k3s release, e.g. v1.33.13+k3s2; its minor must be supported by "
+        "the Cilium and cert-manager lines (README: Versions).",
     )
     protect: bool = Field(default=True, description="Pulumi `protect` on control-plane servers.")
     allow_replacement: bool = Field(
@@ -180,10 +184,10 @@ class ControlPlane(_Model):
     @field_validator("server_type")
     @classmethod
     def _server_type(cls, value: str) -> str:
-        if not re.fullmatch(r"(cx|cpx|ccx|cax)[0-9]{2,3}", value):
-            raise ValueError(
-                "a Hetzner server type: cx, cpx, ccx or cax followed by digits, e.g. cpx31"
-            )
+        # Whether the location sells it is judged across keys (checks/hetzner.py).
+        why = SERVER_TYPES.unknown(value)
+        if why is not None:
+            raise ValueError(why)
         return value
 
     @field_validator("count")
@@ -208,7 +212,7 @@ class ControlPlane(_Model):
     def _k3s_version(cls, value: str) -> str:
         if not re.fullmatch(r"v1\.[0-9]+\.[0-9]+\+k3s[0-9]+", value):
             raise ValueError(
-                "an exact k3s release, e.g. v1.31.4+k3s1 (channels and 'latest' are not pins)"
+                "an exact k3s release, e.g. v1.33.13+k3s2 (channels and 'latest' are not pins)"
             )
         return value
 
@@ -290,16 +294,25 @@ class Network(_Model):
 
 
 class LoadBalancer(_Model):
-    """Optional Hetzner load balancer in front of Cilium's Gateway node ports."""
+    """Optional Hetzner load balancer in front of Cilium's Gateway listeners on every node."""
 
-    enabled: bool = Field(default=False, description="Create a Hetzner load balancer for 80/443.")
+    enabled: bool = Field(
+        default=False,
+        description="Create a Hetzner load balancer for 80/443; needs cilium.gatewayApi.enabled.",
+    )
     type: Literal["lb11", "lb21", "lb31"] = Field(default="lb11", description="Hetzner LB type.")
     private_ip: IPv4 = Field(default="10.0.1.254", description="Pinned private IP in the subnet.")
     http_node_port: int = Field(
-        default=30080, ge=30000, le=32767, description="Gateway node port for 80."
+        default=30080,
+        ge=30000,
+        le=32767,
+        description="Host port of the Gateway's HTTP listener; the LB forwards 80 here.",
     )
     https_node_port: int = Field(
-        default=30443, ge=30000, le=32767, description="Gateway node port for 443."
+        default=30443,
+        ge=30000,
+        le=32767,
+        description="Host port of the Gateway's TLS listener; the LB forwards 443 here.",
     )
 
 
@@ -317,9 +330,14 @@ class RegistryMirror(_Model):
 
 
 class GatewayApi(_Model):
-    enabled: bool = Field(default=False, description="Cilium Gateway API; applies its CRDs first.")
+    enabled: bool = Field(
+        default=False,
+        description="Cilium Gateway API; applies its CRDs first. With loadBalancer.enabled, "
+        "a Gateway listens on the host at the LB's target ports.",
+    )
     crds_version: Annotated[str, AfterValidator(grammar.gateway_api_release)] = Field(
-        default="v1.3.0", description="Gateway API CRDs the Cilium line expects."
+        default="v1.3.0",
+        description="Gateway API CRDs the Cilium line supports (README: Versions).",
     )
 
 

@@ -47,7 +47,69 @@ def cilium_values(cfg: StackConfig) -> dict[str, Any]:
         "cluster": {"name": prefix(cfg), "id": cfg.region.index + 1},
         "encryption": {"enabled": cfg.cilium.wireguard, "type": "wireguard"},
         "operator": {"replicas": 1 if cfg.control_plane.count == 1 else 2},
-        "gatewayAPI": {"enabled": cfg.cilium.gateway_api.enabled},
+        "gatewayAPI": gateway_api_values(cfg),
+    }
+
+
+# The GatewayClass the Cilium chart creates (values.yaml `gatewayAPI.gatewayClass`).
+GATEWAY_CLASS: Final = "cilium"
+INGRESS_GATEWAY: Final = "ingress"
+INGRESS_GATEWAY_NAMESPACE: Final = "kube-system"
+
+
+def gateway_api_values(cfg: StackConfig) -> dict[str, Any]:
+    """`gatewayAPI` values of the Cilium 1.18 chart.
+
+    Host network mode (Cilium 1.16+, Documentation/network/servicemesh/gateway-api/
+    host-network-mode.rst): envoy listens on every node on each Gateway listener's port. This
+    stack has no controller that gives a LoadBalancer Service an address (no hcloud CCM,
+    servicelb disabled), so the chart's default Service mode would never be reachable; host
+    ports are what the Hetzner load balancer can target.
+    """
+    if not cfg.cilium.gateway_api.enabled:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        # "auto" decides by looking the GatewayClass CRD up while rendering; the CRDs are
+        # applied before the release, so say so instead of depending on a lookup.
+        "gatewayClass": {"create": "true"},
+        "hostNetwork": {"enabled": True},
+    }
+
+
+def ingress_gateway(cfg: StackConfig) -> dict[str, Any] | None:
+    """The Gateway whose host listeners the Hetzner load balancer forwards 80/443 to.
+
+    Ports above 1023: envoy has no NET_BIND_SERVICE by default, so it could not bind 80/443 on
+    the host. 443 is TLS passthrough: the Gateway needs no certificate to listen, and routes
+    (TLSRoute) pick the backend by SNI.
+    """
+    lb = cfg.load_balancer
+    if not (lb.enabled and cfg.cilium.gateway_api.enabled):
+        return None
+    everywhere = {"namespaces": {"from": "All"}}
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": INGRESS_GATEWAY, "namespace": INGRESS_GATEWAY_NAMESPACE},
+        "spec": {
+            "gatewayClassName": GATEWAY_CLASS,
+            "listeners": [
+                {
+                    "name": "http",
+                    "protocol": "HTTP",
+                    "port": lb.http_node_port,
+                    "allowedRoutes": everywhere,
+                },
+                {
+                    "name": "tls",
+                    "protocol": "TLS",
+                    "port": lb.https_node_port,
+                    "tls": {"mode": "Passthrough"},
+                    "allowedRoutes": {**everywhere, "kinds": [{"kind": "TLSRoute"}]},
+                },
+            ],
+        },
     }
 
 

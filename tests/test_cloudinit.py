@@ -52,11 +52,15 @@ def test_k3s_runs_without_flannel_kube_proxy_or_network_policy() -> None:
     assert "kubelet-arg" not in flags, "no cloud-provider=external taint: it would deadlock Cilium"
 
 
+def written(c: StackConfig, node: int, path: str) -> dict[str, Any]:
+    doc = yaml.safe_load(cloudinit.render_user_data(c, node, PUBLIC_IP, TOKEN))
+    return next(f for f in doc["write_files"] if f["path"] == path)
+
+
 def test_k3s_version_is_pinned_in_the_installer() -> None:
-    doc = yaml.safe_load(cloudinit.render_user_data(cfg(), 0, PUBLIC_IP, TOKEN))
-    install = doc["runcmd"][-1]
-    assert "INSTALL_K3S_VERSION=v1.31.4+k3s1" in install
-    assert "INSTALL_K3S_EXEC=server" in install
+    script = written(cfg(), 0, cloudinit.INSTALL_SCRIPT_PATH)["content"]
+    assert "\nversion=v1.33.13+k3s2\n" in script
+    assert 'INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server sh "$installer"' in script
 
 
 def test_node_addresses_and_labels() -> None:
@@ -191,3 +195,157 @@ def test_user_data_passes_cloud_inits_own_schema(tmp_path: Path) -> None:
                 check=False,
             )
             assert result.returncode == 0, result.stdout + result.stderr
+
+
+# A boot that cannot wedge: the private address is waited for (bounded), configured by MAC if
+# it never comes, and k3s is installed with bounded retries; every failure says what it was.
+
+
+def test_runcmd_installs_k3s_only_through_the_bounded_boot_script() -> None:
+    doc = yaml.safe_load(cloudinit.render_user_data(cfg(), 0, PUBLIC_IP, TOKEN))
+    # Last, so its exit status is runcmd's and a failed boot shows as cloud-init "error".
+    assert doc["runcmd"][-1] == [cloudinit.INSTALL_SCRIPT_PATH]
+    assert not any("get.k3s.io" in " ".join(cmd) for cmd in doc["runcmd"])
+    script = written(cfg(), 0, cloudinit.INSTALL_SCRIPT_PATH)
+    assert script["permissions"] == "0700"
+    text = script["content"]
+    # The address wait runs, and fails the install, before anything is downloaded.
+    wait = text.index(f"{cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH} || {{")
+    assert wait < text.index("download()")
+    assert "FAILED: k3s not installed: no private address" in text
+
+
+def test_each_server_waits_for_its_own_private_address() -> None:
+    c = cfg("secondary")
+    for node, ip in enumerate(c.control_plane_ips):
+        script = written(c, node, cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH)["content"]
+        assert f"\naddress={ip}\n" in script
+
+
+def test_private_address_waits_are_bounded_and_fail_clearly() -> None:
+    script = written(cfg(), 0, cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH)["content"]
+    assert script.startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in script
+    assert f"if wait_for_address {cloudinit.ADDRESS_WAIT_SECONDS}; then" in script
+    assert f"deadline=$((SECONDS + {cloudinit.METADATA_WAIT_SECONDS}))" in script
+    assert f"deadline=$((SECONDS + {cloudinit.NIC_WAIT_SECONDS}))" in script
+    assert f"wait_for_address {cloudinit.DHCP_WAIT_SECONDS} || fail" in script
+    # Every loop ends at a deadline; curl calls have their own timeouts.
+    loops = [line.strip() for line in script.splitlines() if line.strip().startswith("while")]
+    assert len(loops) == 3
+    assert all(line == "while ((SECONDS < deadline)); do" for line in loops)
+    assert "until " not in script
+    assert "--max-time 5" in script
+    for message in (
+        "lists no \\\nprivate network with ${address}",
+        "no network interface has MAC ${mac}, the private \\\nNIC of ${address}",
+        "still has no ${address}",
+        "neither netplan nor dhclient is installed",
+    ):
+        assert message in script
+    assert 'fail() { log "FAILED: $*"; exit 1; }' in script
+
+
+def test_fallback_configures_the_nic_matched_by_mac_from_hetzner_metadata() -> None:
+    script = written(cfg(), 0, cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH)["content"]
+    assert f"metadata={cloudinit.PRIVATE_NETWORKS_URL}" in script
+    assert 'if [[ "$(cat "$dev/address" 2>/dev/null)" == "$1" ]]; then' in script
+    assert """"        macaddress: \\"${mac}\\"" '      dhcp4: true' >/etc/netplan/""" in script
+    assert 'dhclient -1 -4 "$nic"' in script
+
+
+METADATA = """\
+- ip: 10.0.1.2
+  alias_ips: []
+  interface_num: 1
+  mac_address: 86:00:00:AA:BB:01
+  network_id: 1234
+  network: 10.0.0.0/16
+  subnet: 10.0.1.0/24
+  gateway: 10.0.0.1
+- alias_ips:
+  - 10.0.1.200
+  ip: "10.0.1.3"
+  mac_address: 86:00:00:aa:bb:02
+"""
+
+
+@pytest.mark.parametrize(
+    ("address", "mac"),
+    [("10.0.1.2", "86:00:00:aa:bb:01"), ("10.0.1.3", "86:00:00:aa:bb:02"), ("10.0.1.4", "")],
+)
+def test_the_mac_is_read_from_the_metadata_item_holding_the_servers_address(
+    tmp_path: Path, address: str, mac: str
+) -> None:
+    awk = shutil.which("awk")
+    assert awk is not None
+    (tmp_path / "private-networks").write_text(METADATA)
+    result = subprocess.run(
+        [awk, "-v", f"want={address}", cloudinit.MAC_AWK, str(tmp_path / "private-networks")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == mac
+
+
+def test_k3s_waits_for_the_private_address_on_every_start() -> None:
+    drop_in = written(cfg(), 0, cloudinit.K3S_DROP_IN_PATH)["content"]
+    assert drop_in.splitlines()[-2:] == [
+        "[Service]",
+        f"ExecStartPre={cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH}",
+    ]
+
+
+def test_k3s_download_and_install_retry_transient_failures_within_a_bound() -> None:
+    script = written(cfg(), 0, cloudinit.INSTALL_SCRIPT_PATH)["content"]
+    # curl: refused connections, DNS failures and 5xx (-f) are all retried, each try bounded.
+    start = script.index("download() {")
+    download = script[start : script.index("}\n", start)]
+    for flag in ("-sfL", "--retry 5", "--retry-all-errors", "--connect-timeout 10", "--max-time"):
+        assert flag in download
+    assert f"\nattempts={cloudinit.INSTALL_ATTEMPTS}\n" in script
+    assert "for ((attempt = 1; attempt <= attempts; attempt++)); do" in script
+    assert 'if download && INSTALL_K3S_VERSION="$version"' in script
+    assert 'log "FAILED: k3s ${version} not installed after ${attempts} attempts' in script
+
+
+def test_the_address_script_exits_at_once_when_the_address_is_up(tmp_path: Path) -> None:
+    bash = shutil.which("bash")
+    assert bash is not None
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # `ip -4 -o addr show` as on a Hetzner server whose private NIC came up in time.
+    (fake / "ip").write_text(
+        "#!/bin/sh\necho '3: enp7s0    inet 10.0.1.2/32 brd 10.0.1.2 scope global enp7s0'\n"
+    )
+    (fake / "ip").chmod(0o755)
+    script = tmp_path / "address.sh"
+    script.write_text(written(cfg(), 0, cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH)["content"])
+    env = {**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}
+    result = subprocess.run(
+        [bash, str(script)], capture_output=True, text=True, env=env, check=False, timeout=20
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+SHELLCHECK = shutil.which("shellcheck")
+
+
+def test_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
+    if SHELLCHECK is None:
+        if os.environ.get("CI"):
+            pytest.fail("shellcheck is not installed; .ci/run installs Debian's shellcheck")
+        pytest.skip("shellcheck not installed here (CI installs it and runs this)")
+    c = cfg("secondary")
+    for path in (cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH, cloudinit.INSTALL_SCRIPT_PATH):
+        script = tmp_path / Path(path).name
+        script.write_text(written(c, 1, path)["content"])
+        result = subprocess.run(
+            [SHELLCHECK, "--severity=style", str(script)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout

@@ -140,8 +140,8 @@ def test_cloud_init_is_rendered_with_the_token_hidden_and_sized(planned, seconda
     assert [s["node"] for s in plan["servers"]] == [1, 2, 3]
     for node, server in enumerate(plan["servers"]):
         assert server["userData"] == render_user_data(cfg, node, server["publicIp"], SECRET)
-        # k3s's config.yaml is a quoted string inside the cloud-config: '' is one quote.
-        assert "token: ''[secret]''" in server["userData"]
+        # k3s's config.yaml is a literal block inside the cloud-config.
+        assert "\n    token: '[secret]'\n" in server["userData"]
         # What the plan shows is what the server receives, token aside.
         reg = next(r for r in secondary.of_type(SERVER) if r.name == server["name"])
         real = render_user_data(cfg, node, server["publicIp"], FAKE_K3S_TOKEN)
@@ -274,12 +274,13 @@ def changed_primary() -> dict[str, Any]:
     return plan_of(
         "primary",
         {
-            "controlPlane": {"image": "ubuntu-26.04", "serverType": "cpx41"},
+            "controlPlane": {"image": "ubuntu-26.04", "serverType": "cpx42"},
             "vclusters": {
                 "mgmt": {"podSecurity": {"enforce": "baseline"}},
                 "dmz": {"podSecurity": {"enforce": "baseline"}, "image": {"tag": "0.21.0"}},
             },
             "loadBalancer": {"enabled": True},
+            "cilium": {"gatewayApi": {"enabled": True}},
         },
     )
 
@@ -300,7 +301,7 @@ def test_diff_groups_added_and_changed_resources_by_resource(planned, changed_pr
     )
     server = changed.split("**omantel-fsn1-1**")[1].split("\n`")[0]
     assert "| `image` | `ubuntu-24.04` | `ubuntu-26.04` | ignored (no replacement) |" in server
-    assert "| `serverType` | `cpx31` | `cpx41` | update in place (server powered off" in server
+    assert "| `serverType` | `cpx32` | `cpx42` | update in place (server powered off" in server
     assert "**replacement**" not in markdown
     assert "0 replaced" in markdown
 
@@ -319,7 +320,7 @@ def test_diff_flags_a_replacement_the_server_no_longer_ignores(planned) -> None:
             "controlPlane": {
                 "image": "ubuntu-26.04",
                 "allowReplacement": True,
-                "k3sVersion": "v1.31.5+k3s1",
+                "k3sVersion": "v1.33.12+k3s1",
             }
         },
     )
@@ -334,9 +335,7 @@ def test_diff_flags_a_replacement_the_server_no_longer_ignores(planned) -> None:
         "| `userData (cloud-init)` | (multi-line, below) | (multi-line, below) | **replace**"
         in server
     )
-    assert (
-        "-  - INSTALL_K3S_VERSION=v1.31.4+k3s1\n+  - INSTALL_K3S_VERSION=v1.31.5+k3s1" in markdown
-    )
+    assert "-    version=v1.33.13+k3s2\n+    version=v1.33.12+k3s1" in markdown
     assert "| `options.ignoreChanges` |" in server
     assert "1 replaced" in markdown
     for secret in SECRETS.values():

@@ -103,7 +103,7 @@ def test_gateway_api_crds_are_applied_before_cilium() -> None:
     )
     cilium = next(r for r in run.of_type(RELEASE) if r.inputs["name"] == "cilium")
     assert crds.urn in cilium.dependencies
-    assert cilium.inputs["values"]["gatewayAPI"] == {"enabled": True}
+    assert cilium.inputs["values"]["gatewayAPI"]["enabled"] is True
 
 
 def test_cert_manager_keeps_its_crds(primary: Run) -> None:

@@ -36,7 +36,7 @@ def test_servers_sit_at_fixed_private_ips_in_the_region_network(secondary: Run) 
         )
         assert server.inputs["location"] == "hel1"
         assert server.inputs["image"] == "ubuntu-24.04"
-        assert server.inputs["serverType"] == "cpx31"
+        assert server.inputs["serverType"] == "cpx32"
 
 
 def test_server_uses_preallocated_primary_ip_and_spread_placement(primary: Run) -> None:
@@ -187,7 +187,10 @@ def test_outputs(primary: Run, secondary: Run) -> None:
 
 
 def test_load_balancer_is_optional_with_pinned_private_ip() -> None:
-    run = evaluate("secondary", {"loadBalancer": {"enabled": True}})
+    run = evaluate(
+        "secondary",
+        {"loadBalancer": {"enabled": True}, "cilium": {"gatewayApi": {"enabled": True}}},
+    )
     lb = run.one("hcloud:index/loadBalancer:LoadBalancer")
     assert lb.inputs["loadBalancerType"] == "lb11"
     attachment = run.one("hcloud:index/loadBalancerNetwork:LoadBalancerNetwork")

@@ -1,0 +1,119 @@
+"""Pinned k3s, Cilium, cert-manager and Gateway API versions are a combination each upstream supports."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+import yaml
+
+from checks import versions
+from checks.preflight import parse
+from config.support import DATA_FILE, MATRIX, minor
+from tools.mockrun import evaluate, stack_config
+
+TODAY = datetime.date(2026, 11, 27)
+
+
+def refusal(overrides: dict[str, Any]) -> str:
+    run = evaluate("primary", overrides)
+    assert run.error is not None, "expected the stack to be refused"
+    assert run.registrations == []
+    return str(run.error)
+
+
+def k3s(version: str) -> dict[str, Any]:
+    return {"controlPlane": {"k3sVersion": version}}
+
+
+def test_every_support_fact_carries_its_source_and_the_matrix_its_date() -> None:
+    raw = yaml.safe_load(DATA_FILE.read_text())
+    assert raw["checked"] == datetime.date(2026, 11, 27)
+    assert "kubernetes.io/releases" in raw["kubernetes"]["source"]
+    for project in ("cilium", "cert_manager"):
+        for line in raw[project]["lines"].values():
+            assert line["source"].startswith("https://")
+    assert raw["gateway_api"]["source"]
+
+
+def test_committed_stacks_pin_a_combination_every_upstream_supports() -> None:
+    for stack in ("primary", "secondary"):
+        cfg = parse(stack_config(stack), stack)
+        assert versions.problems(cfg) == []
+        kube = minor(cfg.control_plane.k3s_version)
+        assert kube in MATRIX.cilium[minor(cfg.cilium.version) or ""].kubernetes
+        assert kube in MATRIX.cert_manager[minor(cfg.cert_manager.version) or ""].kubernetes
+
+
+def test_todays_former_default_is_refused_naming_both_versions() -> None:
+    message = refusal(k3s("v1.31.4+k3s1"))
+    assert (
+        "sovereign:controlPlane.k3sVersion = 'v1.31.4+k3s1': k3s v1.31.4+k3s1 is Kubernetes "
+        "1.31, which cert-manager v1.21.1 does not support (cert-manager 1.21 supports "
+        "Kubernetes 1.33-1.36" in message
+    )
+    assert "Cilium 1.18.12 does not support" not in message, "Cilium 1.18 lists 1.31"
+
+
+def test_kubernetes_newer_than_the_cilium_line_is_refused() -> None:
+    message = refusal(k3s("v1.35.8+k3s1"))
+    assert (
+        "k3s v1.35.8+k3s1 is Kubernetes 1.35, which Cilium 1.18.12 does not support (Cilium "
+        "1.18 supports Kubernetes 1.30-1.33" in message
+    )
+    assert "cert-manager v1.21.1 does not support" not in message
+    both = refusal(k3s("v1.37.2+k3s1"))
+    assert "which Cilium 1.18.12 does not support" in both
+    assert "which cert-manager v1.21.1 does not support" in both
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (k3s("v1.29.9+k3s1"), "Kubernetes 1.29 has no support data (known minors: 1.30,"),
+        ({"cilium": {"version": "1.19.6"}}, "sovereign:cilium.version = '1.19.6': no Cilium"),
+        (
+            {"certManager": {"version": "v1.22.0"}},
+            "sovereign:certManager.version = 'v1.22.0': no cert-manager support data",
+        ),
+    ],
+)
+def test_versions_without_support_data_are_refused(
+    overrides: dict[str, Any], expected: str
+) -> None:
+    assert expected in refusal(overrides)
+
+
+def test_gateway_api_crds_must_be_the_ones_the_cilium_line_supports() -> None:
+    message = refusal({"cilium": {"gatewayApi": {"enabled": True, "crdsVersion": "v1.2.1"}}})
+    assert (
+        "sovereign:cilium.gatewayApi.crdsVersion = 'v1.2.1': Cilium 1.18.12 supports Gateway "
+        "API v1.3.0, not v1.2.1" in message
+    )
+    ok = evaluate("primary", {"cilium": {"gatewayApi": {"enabled": True}}})
+    assert ok.error is None, ok.error
+
+
+def test_end_of_upstream_support_is_reported_with_its_date_and_the_dilemma() -> None:
+    cfg = parse(stack_config("primary"), "primary")
+    (notice,) = versions.notices(cfg, TODAY)
+    assert "Kubernetes 1.33 (k3s v1.33.13+k3s2) reached the end of upstream support on " in notice
+    assert "2026-06-28" in notice
+    assert (
+        "No minor maintained upstream today (1.35, 1.36, 1.37) is supported by Cilium 1.18.12"
+        in notice
+    )
+    assert versions.notices(cfg, datetime.date(2026, 6, 28)) == []
+
+
+def test_the_program_warns_about_end_of_support_on_every_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pulumi
+
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *_a, **_k: warned.append(message))
+    run = evaluate("primary")
+    assert run.error is None, run.error
+    assert any("reached the end of upstream support on 2026-06-28" in w for w in warned)
