@@ -7,6 +7,7 @@ import pulumi_kubernetes as k8s
 
 from checks.preflight import preflight
 from components.control_plane import ControlPlane, ControlPlaneArgs
+from components.fleet import PrimaryReference, PrimaryReferenceArgs
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
 from components.network import RegionNetwork, RegionNetworkArgs
 from components.slots import build_slots
@@ -18,8 +19,16 @@ from render.slots import active_vclusters
 cfg = load_config(check=preflight)
 name = prefix(cfg)
 
-network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg))
-control_plane = ControlPlane(name, ControlPlaneArgs(cfg=cfg, network=network))
+# A secondary reads its primary's outputs and checks the fleet invariants at preview; every
+# resource of the region waits for that check.
+fleet = (
+    PrimaryReference(name, PrimaryReferenceArgs(cfg=cfg, stack=pulumi.get_stack()))
+    if cfg.region.role == "secondary"
+    else None
+)
+gate = fleet.gate if fleet is not None else None
+network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg), opts=gate)
+control_plane = ControlPlane(name, ControlPlaneArgs(cfg=cfg, network=network), opts=gate)
 first_server = control_plane.servers[0]
 
 kubeconfig = Kubeconfig(
@@ -60,3 +69,5 @@ pulumi.export("loadBalancerIp", control_plane.load_balancer_ip)
 pulumi.export("kubeconfig", pulumi.Output.secret(kubeconfig.kubeconfig))
 pulumi.export("vclusters", vclusters)
 pulumi.export("vclusterCount", len(vclusters))
+if fleet is not None:
+    pulumi.export("primaryRegionKey", fleet.primary_key)

@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from config.errors import Problem, SovereignConfigError
+from config.fleet import Fleet
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
 
@@ -375,6 +376,7 @@ class StackConfig(_Model):
     cert_manager: CertManager = Field(default_factory=CertManager)
     releases: Releases = Field(default_factory=Releases)
     vclusters: VClusters = Field(default_factory=VClusters)
+    fleet: Fleet = Field(default_factory=Fleet)
 
     @field_validator("name")
     @classmethod
