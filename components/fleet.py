@@ -47,7 +47,7 @@ class PrimaryReference(pulumi.ComponentResource):
         values = [self.reference.get_output(key) for key in FLEET_OUTPUTS]
 
         def check(read: list[Any]) -> str:
-            outputs = dict(zip(FLEET_OUTPUTS, read, strict=True))
+            outputs: dict[str, Any] = dict(zip(FLEET_OUTPUTS, read, strict=True))
             primary = summary_from_outputs(target, outputs)
             problems = check_against_primary(own, primary, outputs)
             if problems:
