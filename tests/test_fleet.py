@@ -263,3 +263,18 @@ def test_default_concurrency_keeps_half_the_hourly_limit_for_everything_else() -
     assert default_concurrency() == 3
     assert default_concurrency(REQUESTS_PER_REGION * 2) == 1
     assert default_concurrency(30) == 10
+
+
+def test_ci_matrix_lists_every_stack_file_primary_first(tmp_path: Path) -> None:
+    from tools.ci_matrix import main as ci_main
+    from tools.ci_matrix import matrix
+
+    generate_fleet(tmp_path, 3)
+    assert matrix(tmp_path) == {
+        "stacks": ["primary", "region-01", "region-02"],
+        "primary": "primary",
+        "secondaries": ["region-01", "region-02"],
+    }
+    assert matrix(ROOT)["stacks"] == ["primary", "secondary"]
+    (tmp_path / "Pulumi.a$(id).yaml").write_text("config: {}\n")
+    assert ci_main([str(tmp_path)]) == 1
