@@ -155,7 +155,13 @@ def test_a_failed_secondary_neither_stops_nor_alters_the_others(fleet: Path) -> 
 
 
 def test_each_stack_logs_to_its_own_file_and_prefixed_lines(fleet: Path) -> None:
-    ws = FakeWorkspace(fail={"region-03": "error: the stack is currently locked by 1 lock(s)"})
+    ws = FakeWorkspace(
+        fail={
+            "region-03": "error: the stack is currently locked by 1 lock(s)",
+            "region-02": "warning: Attempting to deploy or update resources with 1 pending "
+            "operations from previous deployment.\nerror: update failed",
+        }
+    )
     _, out, _, _ = run(fleet, "up", "--all", ws=ws)
     logs = fleet / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
@@ -169,6 +175,8 @@ def test_each_stack_logs_to_its_own_file_and_prefixed_lines(fleet: Path) -> None
     assert "currently locked" in (logs / "region-03.log").read_text()
     # A lock left by an interrupted run: the row says how to clear it.
     assert "pulumi cancel --stack region-03" in out
+    # An update cut off mid-create: refresh, then run again.
+    assert "then pulumi refresh --stack region-02 (--clear-pending-creates" in out
 
 
 def test_a_failed_primary_skips_the_secondaries_of_an_up(fleet: Path) -> None:
