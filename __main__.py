@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 from checks import versions
 from checks.preflight import preflight
 from components.control_plane import ControlPlane, ControlPlaneArgs
+from components.fleet import PrimaryReference, PrimaryReferenceArgs
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
 from components.network import RegionNetwork, RegionNetworkArgs
 from components.slots import build_slots
@@ -25,8 +26,16 @@ for notice in versions.notices(cfg, datetime.date.today()):
     pulumi.log.warn(notice)
 name = prefix(cfg)
 
-network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg))
-control_plane = ControlPlane(name, ControlPlaneArgs(cfg=cfg, network=network))
+# A secondary reads its primary's outputs and checks the fleet invariants at preview; every
+# resource of the region waits for that check.
+fleet = (
+    PrimaryReference(name, PrimaryReferenceArgs(cfg=cfg, stack=pulumi.get_stack()))
+    if cfg.region.role == "secondary"
+    else None
+)
+gate = fleet.gate if fleet is not None else None
+network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg), opts=gate)
+control_plane = ControlPlane(name, ControlPlaneArgs(cfg=cfg, network=network), opts=gate)
 first_server = control_plane.servers[0]
 
 kubeconfig = Kubeconfig(
@@ -67,3 +76,5 @@ pulumi.export("loadBalancerIp", control_plane.load_balancer_ip)
 pulumi.export("kubeconfig", pulumi.Output.secret(kubeconfig.kubeconfig))
 pulumi.export("vclusters", vclusters)
 pulumi.export("vclusterCount", len(vclusters))
+if fleet is not None:
+    pulumi.export("primaryRegionKey", fleet.primary_key)

@@ -29,6 +29,7 @@ from pydantic.alias_generators import to_camel
 from config import grammar
 from config import secrets as secret_config
 from config.errors import Problem, SovereignConfigError
+from config.fleet import Fleet
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
 from config.secrets import NAMESPACE
@@ -444,6 +445,7 @@ class StackConfig(_Model):
     cert_manager: CertManager = Field(default_factory=CertManager)
     releases: Releases = Field(default_factory=Releases)
     vclusters: VClusters = Field(default_factory=VClusters)
+    fleet: Fleet = Field(default_factory=Fleet)
 
     @field_validator("name")
     @classmethod

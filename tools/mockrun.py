@@ -9,6 +9,7 @@ from the root Stack after every Output has resolved, with their secretness.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import runpy
@@ -96,6 +97,8 @@ class Run:
     secret_outputs: set[str] = field(default_factory=set[str])
     error: BaseException | None = None
     logs: list[str] = field(default_factory=list[str])
+    # Stacks read through StackReferences (read, not registered: no Registration).
+    stack_references: list[str] = field(default_factory=list[str])
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_]
@@ -116,10 +119,54 @@ class Run:
             parent = urns[parent].parent
 
 
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+
+
+class UnknownStackError(pulumi.RunError):
+    """A StackReference to a stack the mocks cannot serve, like the engine's unknown stack."""
+
+
+def stack_outputs(target: str, directory: Path | None = None) -> dict[str, Any]:
+    """The fleet outputs the stack `target` would export, from its committed config.
+
+    `org/project/stack` and `project/stack` resolve to `Pulumi.<stack>.yaml` in `directory`:
+    the offline stand-in for the backend a StackReference reads.
+    """
+    from checks.fleet import outputs_of, summary_of
+    from checks.preflight import parse
+
+    stack = target.rsplit("/", 1)[-1]
+    path = (directory or ROOT) / f"Pulumi.{stack}.yaml"
+    if not path.is_file():
+        raise UnknownStackError(
+            f"StackReference {target!r}: no stack {stack!r} (offline, stacks are read from "
+            f"{path.parent}/Pulumi.<stack>.yaml); set sovereign:fleet.primaryStack"
+        )
+    return outputs_of(summary_of(parse(stack_config(stack, directory), stack), stack))
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
-    """Realistic computed outputs per type, so applies downstream really run."""
+    """Realistic computed outputs per type, so applies downstream really run.
+
+    A StackReference reads `references[target]` when given, else the referenced stack's
+    committed config in `directory` (`stack_outputs`).
+    """
+
+    def __init__(
+        self,
+        references: Mapping[str, Mapping[str, Any]] | None = None,
+        directory: Path | None = None,
+    ) -> None:
+        self.references = dict(references or {})
+        self.directory = directory
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        if args.typ == STACK_REFERENCE:
+            # The engine's read of another stack: its id is the referenced stack's name.
+            target = str(args.resource_id or args.inputs.get("name"))
+            found = self.references.get(target)
+            outputs = dict(found) if found is not None else stack_outputs(target, self.directory)
+            return (target, {"name": target, "outputs": outputs, "secretOutputNames": []})
         # Derived from the name, not the call order: registrations run concurrently, and the
         # offline plan must be byte-for-byte stable for golden files and PR diffs.
         n = zlib.crc32(f"{args.typ}::{args.name}".encode()) % 250 + 1
@@ -155,6 +202,11 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi.runtime.Mocks, run: Run) -> None:
         super().__init__(mocks)
         self.run = run
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+        if request.type == STACK_REFERENCE:
+            self.run.stack_references.append(request.id)
+        return super().ReadResource(request)
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         response = super().RegisterResource(request)
@@ -216,10 +268,14 @@ def evaluate(
     raw: Mapping[str, Any] | None = None,
     on_run: Callable[[], None] | None = None,
     secret_keys: Sequence[str] = (),
+    references: Mapping[str, Mapping[str, Any]] | None = None,
+    directory: Path | None = None,
 ) -> Run:
     """Run `__main__.py` for `stack` with its committed config, deep-merged with `overrides`.
 
     `secret_keys` (without the namespace) are marked secret, as `pulumi config set --secret` does.
+    `references`: outputs served to StackReferences by stack name; other references read the
+    committed config of the stack in `directory` (default: the project root).
     """
     run = Run(stack)
     config = dict(raw) if raw is not None else _deep_merge(stack_config(stack), overrides or {})
@@ -230,7 +286,7 @@ def evaluate(
     pulumi.runtime.set_all_config(
         all_config, ["hcloud:token", *(f"sovereign:{key}" for key in secret_keys)]
     )
-    mocks = RecordingMocks()
+    mocks = RecordingMocks(references, directory)
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
         mocks,
@@ -257,4 +313,31 @@ def evaluate(
         _sync_await(run_pulumi_func(program))
     except pulumi.RunError as err:
         run.error = err
+    finally:
+        _cancel_leftover_tasks()
     return run
+
+
+def _cancel_leftover_tasks() -> None:
+    """Forget what a failed run left behind (say, resources gated on a failed fleet check).
+
+    The mocks reuse one event loop and the SDK's global set of output tasks, which `set_mocks`
+    does not reset: a task left over would be awaited by the next run, which would then fail
+    with this run's error.
+    """
+    loop = asyncio.get_event_loop()
+    leftover = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in leftover:
+        task.cancel()
+    if leftover:
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+    settings = pulumi_settings.SETTINGS
+    with settings.lock:
+        settings.outputs.clear()
+    # The failed run's error is in `Run.error`; the futures that also held it are not news.
+    loop.set_exception_handler(_quiet_run_errors)
+
+
+def _quiet_run_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    if not isinstance(context.get("exception"), pulumi.RunError):
+        loop.default_exception_handler(context)

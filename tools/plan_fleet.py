@@ -1,172 +1,42 @@
 """`plan --all`: the fleet of regions (every `Pulumi.*.yaml` stack) checked as one Sovereign.
 
-`check_fleet` is pure: it takes one `StackSummary` per stack, from the offline evaluation of
-each stack (`plan --all`) or from the deployed stacks' outputs (`plan --all --live`), and
-returns every violated invariant at once:
-
-- exactly one primary region;
-- distinct region keys and region indexes (the index drives the CIDRs and Cilium's cluster id);
-- pod and service CIDRs that overlap nowhere across regions;
-- DoD A4: 1 MGMT + N DMZ + (N-1) RTZ vClusters for N regions, shown like the dashboard:
-  `vClusters 6/6 (MGMT 1/1, DMZ 3/3, RTZ 2/2)`.
+One `StackSummary` per stack, from the offline evaluation of each stack (`plan --all`) or from
+the deployed stacks' outputs (`plan --all --live`), goes through `checks.fleet.check_fleet`:
+the same pure checks each secondary runs against its primary at preview (StackReference) and
+`./sovereign up --all` runs before it starts.
 """
 
 from __future__ import annotations
 
 import gc
 import importlib
-import ipaddress
 import json
 import multiprocessing
 import os
 import shutil
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Final, TextIO
 
+from checks.fleet import (
+    FleetReport,
+    StackSummary,
+    check_fleet,
+    missing_outputs,
+    summary_from_outputs,
+)
 from tools.plan_json import as_dict, as_list
 
-VCLUSTERS: Final = ("mgmt", "dmz", "rtz")
-# DoD A4: which vClusters each role runs.
-ROLE_VCLUSTERS: Final[Mapping[str, frozenset[str]]] = {
-    "primary": frozenset({"mgmt", "dmz"}),
-    "secondary": frozenset({"dmz", "rtz"}),
-}
+__all__ = ["FleetReport", "StackSummary", "check_fleet", "evaluate_fleet", "run_fleet"]
+
 # From this many stacks on, two workers clearly beat one process (measured: README, "Speed");
 # below it both take about as long, the SDK import dominating either way.
 POOL_FROM: Final = 4
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StackSummary:
-    """What the fleet check needs of one stack. Live outputs may lack index and CIDRs."""
-
-    stack: str
-    role: str
-    key: str
-    vclusters: tuple[str, ...]
-    index: int | None = None
-    pod_cidr: str | None = None
-    service_cidr: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FleetReport:
-    problems: list[str]
-    dashboard: str
-    counts: dict[str, tuple[int, int]] = field(default_factory=dict[str, tuple[int, int]])
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-
-def _stacks(names: Sequence[str]) -> str:
-    return ", ".join(sorted(names))
-
-
-def _duplicates(
-    summaries: Sequence[StackSummary], what: str, key: str, values: Mapping[str, object]
-) -> list[str]:
-    by_value: dict[str, list[str]] = {}
-    for summary in summaries:
-        value = values.get(summary.stack)
-        if value is not None:
-            by_value.setdefault(str(value), []).append(summary.stack)
-    return [
-        f"{what} {value!r} is used by stacks {_stacks(stacks)} ({key}); each region needs its own"
-        for value, stacks in sorted(by_value.items())
-        if len(stacks) > 1
-    ]
-
-
-def _cidr_problems(summaries: Sequence[StackSummary]) -> list[str]:
-    ranges: list[tuple[str, str, ipaddress.IPv4Network | ipaddress.IPv6Network]] = []
-    problems: list[str] = []
-    for summary in summaries:
-        for key, cidr in (
-            ("sovereign:network.podCidr", summary.pod_cidr),
-            ("sovereign:network.serviceCidr", summary.service_cidr),
-        ):
-            if cidr is None:
-                continue
-            try:
-                ranges.append((summary.stack, key, ipaddress.ip_network(cidr)))
-            except ValueError:
-                problems.append(f"stack {summary.stack}: {key} {cidr!r} is not a CIDR")
-    for i, (stack_a, key_a, net_a) in enumerate(ranges):
-        for stack_b, key_b, net_b in ranges[i + 1 :]:
-            if stack_a != stack_b and net_a.overlaps(net_b):
-                problems.append(
-                    f"stacks {stack_a} and {stack_b}: {key_a} {net_a} ({stack_a}) overlaps "
-                    f"{key_b} {net_b} ({stack_b}); regions route each other's pods and "
-                    "services, so every range must be distinct (set them, or give each "
-                    "region its own sovereign:region.index)"
-                )
-    return problems
-
-
-def check_fleet(summaries: Sequence[StackSummary]) -> FleetReport:
-    """Every fleet invariant over one summary per stack (pure)."""
-    problems: list[str] = []
-    regions = len(summaries)
-    if not regions:
-        return FleetReport(["no stacks: expected one Pulumi.<stack>.yaml per region"], "")
-    for summary in summaries:
-        if summary.role not in ROLE_VCLUSTERS:
-            problems.append(
-                f"stack {summary.stack}: sovereign:region.role {summary.role!r} is neither "
-                "primary nor secondary"
-            )
-    primaries = [s.stack for s in summaries if s.role == "primary"]
-    if len(primaries) != 1:
-        found = f"{len(primaries)} ({_stacks(primaries)})" if primaries else "none"
-        problems.append(
-            f"exactly one primary region is required (sovereign:region.role = primary), "
-            f"found {found}"
-        )
-    problems += _duplicates(
-        summaries, "region key", "sovereign:region.key", {s.stack: s.key for s in summaries}
-    )
-    problems += _duplicates(
-        summaries, "region index", "sovereign:region.index", {s.stack: s.index for s in summaries}
-    )
-    problems += _cidr_problems(summaries)
-
-    expected = {"mgmt": 1, "dmz": regions, "rtz": regions - 1}
-    actual = {name: sum(name in s.vclusters for s in summaries) for name in VCLUSTERS}
-    counts = {name: (actual[name], expected[name]) for name in VCLUSTERS}
-    parts = ", ".join(f"{name.upper()} {actual[name]}/{expected[name]}" for name in VCLUSTERS)
-    # Like the DoD dashboard: the total counts only vClusters a region should run, so a
-    # second MGMT never makes up for a missing RTZ.
-    healthy = sum(min(actual[name], expected[name]) for name in VCLUSTERS)
-    dashboard = f"vClusters {healthy}/{sum(expected.values())} ({parts})"
-    for summary in summaries:
-        wanted = ROLE_VCLUSTERS.get(summary.role)
-        if wanted is None:
-            continue
-        have = set(summary.vclusters)
-        missing = sorted(wanted - have, key=VCLUSTERS.index)
-        extra = sorted(have - wanted)
-        if missing:
-            problems.append(
-                f"stack {summary.stack} ({summary.role}): no "
-                f"{', '.join(v.upper() for v in missing)} vCluster; DoD A4 runs "
-                f"{' + '.join(v.upper() for v in sorted(wanted, key=VCLUSTERS.index))} "
-                f"in every {summary.role} region"
-            )
-        if extra:
-            problems.append(
-                f"stack {summary.stack} ({summary.role}): unexpected vCluster(s) {extra}"
-            )
-    if actual != expected:
-        problems.append(f"{dashboard}: expected 1 MGMT + {regions} DMZ + {regions - 1} RTZ")
-    return FleetReport(problems, dashboard, counts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,13 +51,33 @@ class StackResult:
 
 
 def summarize_stack(stack: str, directory: Path) -> StackResult:
-    """Evaluate one stack under mocks: role, key and vClusters from its outputs."""
-    from tools.stacks import PlanError, evaluate_stack
+    """Evaluate one stack under mocks: role, key and vClusters from its outputs.
+
+    A secondary whose own preview-time check against its primary fails (the program's
+    StackReference, served from the primary's stack file) is summarised from its config
+    instead: the fleet check over every stack reports the same problem with the whole fleet
+    in view, so it is not reported twice.
+    """
+    from pulumi import RunError
+
+    from checks.fleet import FleetError, summary_of
+    from checks.preflight import parse as parse_config
+    from tools.mockrun import evaluate, stack_config
+    from tools.stacks import PlanError, require_stack
 
     try:
-        cfg, run = evaluate_stack(stack, directory)
+        require_stack(stack, directory)
+        raw = stack_config(stack, directory)
+        cfg = parse_config(raw, stack)
     except PlanError as err:
         return StackResult(stack, None, str(err))
+    except RunError as err:
+        return StackResult(stack, None, str(err))
+    run = evaluate(stack, raw=raw, directory=directory)
+    if isinstance(run.error, FleetError):
+        return StackResult(stack, summary_of(cfg, stack), None)
+    if run.error is not None:
+        return StackResult(stack, None, str(run.error))
     vclusters = tuple(str(v) for v in as_list(run.outputs.get("vclusters")) or [])
     summary = StackSummary(
         stack=stack,
@@ -269,26 +159,12 @@ def live_summary(stack: str, directory: Path, pulumi: str) -> StackResult:
         outputs = None
     if outputs is None:
         return StackResult(stack, None, f"pulumi stack output --stack {stack}: not a JSON object")
-    missing = [key for key in ("role", "regionKey", "vclusters") if key not in outputs]
+    missing = [key for key in ("role", "regionKey", "vclusters") if key in missing_outputs(outputs)]
     if missing:
         return StackResult(
             stack, None, f"stack {stack}: outputs {missing} missing (deployed before they existed?)"
         )
-    return StackResult(stack, _summary_from_outputs(stack, outputs), None)
-
-
-def _summary_from_outputs(stack: str, outputs: Mapping[str, Any]) -> StackSummary:
-    index = outputs.get("regionIndex")
-    pod, service = outputs.get("podCidr"), outputs.get("serviceCidr")
-    return StackSummary(
-        stack=stack,
-        role=str(outputs["role"]),
-        key=str(outputs["regionKey"]),
-        vclusters=tuple(str(v) for v in as_list(outputs["vclusters"]) or []),
-        index=index if isinstance(index, int) else None,
-        pod_cidr=pod if isinstance(pod, str) else None,
-        service_cidr=service if isinstance(service, str) else None,
-    )
+    return StackResult(stack, summary_from_outputs(stack, outputs), None)
 
 
 def live_fleet(stacks: Sequence[str], directory: Path) -> list[StackResult]:

@@ -49,7 +49,7 @@ def evaluate_stack(stack: str, directory: Path = ROOT) -> tuple[StackConfig, Run
     raw = stack_config(stack, directory)
     try:
         cfg = parse_config(raw, stack)
-        run = evaluate(stack, raw=raw)
+        run = evaluate(stack, raw=raw, directory=directory)
     except RunError as err:
         raise PlanError(str(err)) from None
     if run.error is not None:
