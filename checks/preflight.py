@@ -9,6 +9,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
+from checks.day2 import day2_problems
 from config.errors import Problem
 from config.models import StackConfig, parse_config
 from render.cloudinit import (
@@ -152,6 +153,7 @@ def preflight(cfg: StackConfig) -> list[Problem]:
         *gating_problems(cfg),
         *pod_security_problems(cfg),
         *size_problems(cfg),
+        *day2_problems(cfg),
     ]
 
 

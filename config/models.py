@@ -26,6 +26,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from config.day2 import SECRET_CONFIG_KEYS, Api, Backups, Replacement, Upgrades, secret_config_problems
 from config.errors import Problem, SovereignConfigError
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
@@ -375,6 +376,14 @@ class StackConfig(_Model):
     cert_manager: CertManager = Field(default_factory=CertManager)
     releases: Releases = Field(default_factory=Releases)
     vclusters: VClusters = Field(default_factory=VClusters)
+    api: Api = Field(default_factory=Api)
+    upgrades: Upgrades = Field(default_factory=Upgrades)
+    backups: Backups = Field(default_factory=Backups)
+    replacement: Replacement = Field(default_factory=Replacement)
+    teardown: bool = Field(
+        default=False,
+        description="Only to destroy a region whose servers are gone: drop unreachable objects.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -478,11 +487,16 @@ def parse_config(
     `check` judges a well-formed config across its keys (`checks.preflight`); it is passed in
     because the checks sit in a layer above the models.
     """
+    # The S3 credentials are secrets read as Outputs (config.day2), never model fields.
+    settings = {k: v for k, v in raw.items() if k not in SECRET_CONFIG_KEYS}
     try:
-        cfg = StackConfig.model_validate(dict(raw), by_alias=True, by_name=False)
+        cfg = StackConfig.model_validate(settings, by_alias=True, by_name=False)
     except ValidationError as err:
         raise SovereignConfigError(_problems(err, raw, secret_keys), stack) from None
-    problems = check(cfg)
+    problems = [
+        *secret_config_problems(raw, secret_keys, cfg.backups.enabled),
+        *check(cfg),
+    ]
     if problems:
         raise SovereignConfigError(problems, stack)
     return cfg
