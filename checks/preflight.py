@@ -17,6 +17,7 @@ from render.cloudinit import (
     USER_DATA_CAP,
     WORST_CASE_IPV4,
     render_user_data,
+    worst_case_boot,
 )
 from render.pod_security import evaluate, refusal_message, vcluster_pod_spec
 from render.slots import SLOTS, active_vclusters
@@ -134,7 +135,8 @@ def size_problems(cfg: StackConfig) -> list[Problem]:
     problems: list[Problem] = []
     token = "x" * K3S_TOKEN_LENGTH
     for node in range(cfg.control_plane.count):
-        size = len(render_user_data(cfg, node, WORST_CASE_IPV4, token).encode())
+        boot = worst_case_boot(cfg, node)
+        size = len(render_user_data(cfg, node, WORST_CASE_IPV4, token, boot).encode())
         if size > USER_DATA_CAP:
             problems.append(
                 Problem(

@@ -14,21 +14,11 @@ import pulumi
 import pulumi_tls as tls
 
 from config.models import StackConfig
+from render.cloudinit import CA_NAMES, SERVICE_KEY_FILE
 from render.naming import prefix
 
 # k3s's own CAs last 10 years and are not renewed automatically (docs.k3s.io/cli/certificate).
 CA_VALIDITY_HOURS: Final = 10 * 365 * 24
-# The files k3s requires for a custom CA, relative to /var/lib/rancher/k3s/server/tls; the etcd
-# ones are needed even without embedded etcd. service.key signs service-account tokens.
-# source: k3s-io/docs docs/cli/certificate.md @ 4097de9 (checked 2026-11-27).
-CA_NAMES: Final = (
-    "server-ca",
-    "client-ca",
-    "request-header-ca",
-    "etcd/peer-ca",
-    "etcd/server-ca",
-)
-SERVICE_KEY_FILE: Final = "service.key"
 CA_USES: Final = ["cert_signing", "crl_signing", "digital_signature", "key_encipherment"]
 # Kubernetes maps this group to cluster-admin without RBAC objects (as k3s's own admin cert).
 DEPLOYER_GROUP: Final = "system:masters"

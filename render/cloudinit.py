@@ -46,6 +46,13 @@ K3S_TLS_DIR: Final = "/var/lib/rancher/k3s/server/tls"
 ETCD_S3_SECRET_NAME: Final = "k3s-etcd-snapshot-s3-config"
 
 BootMode = Literal["init", "join", "restore"]
+# The files k3s requires for a custom CA, relative to K3S_TLS_DIR; the etcd ones are needed even
+# without embedded etcd; service.key signs service-account tokens (same source as K3S_TLS_DIR).
+CA_NAMES: Final = ("server-ca", "client-ca", "request-header-ca", "etcd/peer-ca", "etcd/server-ca")
+SERVICE_KEY_FILE: Final = "service.key"
+CA_FILES: Final = (SERVICE_KEY_FILE, *(f"{ca}.{ext}" for ca in CA_NAMES for ext in ("crt", "key")))
+# A minted CA file's PEM at its largest (the RSA 2048 service key, about 1.7 KB).
+WORST_CASE_CA_PEM: Final = "x" * 1800
 
 SSHD_HARDENING: Final = """\
 # Written by sovereign cloud-init: keys only, no passwords, no forwarding.
@@ -105,6 +112,17 @@ class ServerBoot:
 
 def default_boot(cfg: StackConfig, node: int) -> ServerBoot:
     return ServerBoot(mode="init" if node == 0 else "join")
+
+
+def worst_case_boot(cfg: StackConfig, node: int) -> ServerBoot:
+    """The largest first boot of server `node`: every CA file, LB address, restore script."""
+    secret = "x" * 128
+    return ServerBoot(
+        mode="restore" if node == 0 and cfg.control_plane.count == 1 else default_boot(cfg, node).mode,
+        api_public_ip=WORST_CASE_IPV4,
+        ca_files={name: WORST_CASE_CA_PEM for name in CA_FILES} if node == 0 else {},
+        restore_credentials=(secret, secret),
+    )
 
 
 def tls_sans(cfg: StackConfig, public_ip: str, api_public_ip: str | None = None) -> list[str]:
