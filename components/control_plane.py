@@ -24,7 +24,13 @@ from render.cloudinit import (
     api_load_balancer,
     render_user_data,
 )
-from render.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, hetzner_labels, prefix, region_label
+from render.naming import (
+    NODE_ROLE_LABEL_KEY,
+    REGION_LABEL_KEY,
+    hetzner_labels,
+    prefix,
+    region_label,
+)
 from render.system_upgrade import VERSION_LABEL_KEY, version_from_label, version_label
 
 # Changing any of these makes Hetzner rebuild the server: a silent replacement of a running

@@ -39,7 +39,10 @@ def render_kubeconfig(server: str, context: str, ca_pem: str, cert_pem: str, key
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [
-            {"name": context, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}
+            {
+                "name": context,
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
         ],
         "users": [
             {

@@ -98,9 +98,7 @@ class ClusterPki(pulumi.ComponentResource):
             opts=child,
         )
         self.client_cert_pem: pulumi.Output[str] = deployer.cert_pem
-        self.client_key_pem: pulumi.Output[str] = pulumi.Output.secret(
-            deployer_key.private_key_pem
-        )
+        self.client_key_pem: pulumi.Output[str] = pulumi.Output.secret(deployer_key.private_key_pem)
         self.register_outputs(
             {
                 "serverCaPem": self.server_ca_pem,

@@ -26,7 +26,14 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from config.day2 import SECRET_CONFIG_KEYS, Api, Backups, Replacement, Upgrades, secret_config_problems
+from config.day2 import (
+    SECRET_CONFIG_KEYS,
+    Api,
+    Backups,
+    Replacement,
+    Upgrades,
+    secret_config_problems,
+)
 from config.errors import Problem, SovereignConfigError
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel

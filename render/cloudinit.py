@@ -118,9 +118,11 @@ def worst_case_boot(cfg: StackConfig, node: int) -> ServerBoot:
     """The largest first boot of server `node`: every CA file, LB address, restore script."""
     secret = "x" * 128
     return ServerBoot(
-        mode="restore" if node == 0 and cfg.control_plane.count == 1 else default_boot(cfg, node).mode,
+        mode="restore"
+        if node == 0 and cfg.control_plane.count == 1
+        else default_boot(cfg, node).mode,
         api_public_ip=WORST_CASE_IPV4,
-        ca_files={name: WORST_CASE_CA_PEM for name in CA_FILES} if node == 0 else {},
+        ca_files=dict.fromkeys(CA_FILES, WORST_CASE_CA_PEM) if node == 0 else {},
         restore_credentials=(secret, secret),
     )
 

@@ -15,15 +15,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any, cast
 
 
 def _context(ca: str, cert: str, key: str, directory: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cadata=ca)
-    cert_path, key_path = os.path.join(directory, "c"), os.path.join(directory, "k")
+    cert_path, key_path = Path(directory, "c"), Path(directory, "k")
     for path, pem in ((cert_path, cert), (key_path, key)):
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
-            handle.write(pem)
+        # The key is written 0600 from the start, inside a private temporary directory.
+        path.touch(mode=0o600)
+        path.write_text(pem)
     context.load_cert_chain(cert_path, key_path)
     return context
 

@@ -64,6 +64,8 @@ def fake_ca_file(region: str, name: str) -> str:
     if ext == "crt":
         return fake_pem("CERTIFICATE", f"{region}-{slug}")
     return fake_pem("PRIVATE KEY", f"{region}-{slug}-key")
+
+
 SERVER = "hcloud:index/server:Server"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 

@@ -6,7 +6,7 @@ import zlib
 
 import yaml
 
-from tools.mockrun import FAKE_K3S_TOKEN, FAKE_PRIVATE_KEY, Run, evaluate
+from tools.mockrun import FAKE_K3S_TOKEN, Run, evaluate
 
 SERVER = "hcloud:index/server:Server"
 PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"

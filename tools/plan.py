@@ -98,7 +98,9 @@ def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[
     for node, private_ip in enumerate(cfg.control_plane_ips):
         reg = by_private_ip.get(private_ip)
         public_ip = str(public_ips[node]) if node < len(public_ips) else WORST_CASE_IPV4
-        user_data = render_user_data(cfg, node, public_ip, SECRET, plan_boot(cfg, node, api_ip, SECRET))
+        user_data = render_user_data(
+            cfg, node, public_ip, SECRET, plan_boot(cfg, node, api_ip, SECRET)
+        )
         worst = render_user_data(
             cfg, node, WORST_CASE_IPV4, "x" * K3S_TOKEN_LENGTH, worst_case_boot(cfg, node)
         )
