@@ -101,8 +101,18 @@ def backup_problems(cfg: StackConfig) -> list[Problem]:
 
 
 def api_problems(cfg: StackConfig) -> list[Problem]:
+    problems: list[Problem] = []
+    if cfg.api.renew_before_days >= cfg.api.client_cert_days:
+        problems.append(
+            Problem(
+                "sovereign:api.renewBeforeDays",
+                str(cfg.api.renew_before_days),
+                f"fewer days than sovereign:api.clientCertDays ({cfg.api.client_cert_days}); "
+                "otherwise every `up` issues a new certificate",
+            )
+        )
     if not api_load_balancer(cfg):
-        return []
+        return problems
     value = cfg.api.private_ip
     allowed = (
         f"a free host address of {cfg.network.subnet_cidr}, not a server's or the ingress LB's"
@@ -110,15 +120,15 @@ def api_problems(cfg: StackConfig) -> list[Problem]:
     try:
         address = ipaddress.IPv4Address(value)
     except ValueError:
-        return [Problem("sovereign:api.privateIp", repr(value), allowed)]
+        return [*problems, Problem("sovereign:api.privateIp", repr(value), allowed)]
     subnet = ipaddress.ip_network(cfg.network.subnet_cidr)
     taken = set(cfg.control_plane_ips)
     if cfg.load_balancer.enabled:
         taken.add(cfg.load_balancer.private_ip)
     reserved = {subnet.network_address, subnet.broadcast_address}
     if address not in subnet or address in reserved or value in taken:
-        return [Problem("sovereign:api.privateIp", repr(value), allowed)]
-    return []
+        problems.append(Problem("sovereign:api.privateIp", repr(value), allowed))
+    return problems
 
 
 def day2_problems(cfg: StackConfig) -> list[Problem]:

@@ -438,3 +438,13 @@ def test_a_server_beyond_the_count_is_refused() -> None:
     over = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-3"}}
     message = str(evaluate("primary", {**BACKUPS, **over}).error)
     assert "sovereign:replacement.server = 'cp-3': this region has 1 server(s)" in message
+
+
+def test_api_problems_are_listed_by_key() -> None:
+    run = evaluate(
+        "secondary",
+        {"api": {"privateIp": "10.0.1.3", "renewBeforeDays": 400}},
+    )
+    message = str(run.error)
+    assert "sovereign:api.privateIp = '10.0.1.3': a free host address of 10.0.1.0/24" in message
+    assert "sovereign:api.renewBeforeDays = 400: fewer days than" in message
