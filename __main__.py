@@ -8,13 +8,24 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from checks import versions
+from checks.day2 import skew_problems
 from checks.preflight import preflight
-from components.control_plane import ControlPlane, ControlPlaneArgs
+from components.backups import EtcdBackups, EtcdBackupsArgs
+from components.control_plane import (
+    ControlPlane,
+    ControlPlaneArgs,
+    live_control_plane,
+    recorded_versions,
+)
 from components.fleet import PrimaryReference, PrimaryReferenceArgs
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
 from components.network import RegionNetwork, RegionNetworkArgs
+from components.pki import ClusterPki, ClusterPkiArgs
 from components.slots import build_slots
+from config.day2 import load_backup_credentials
+from config.errors import SovereignConfigError
 from config.models import load_config
+from render.cloudinit import kubeconfig_server
 from render.naming import prefix, region_label
 from render.slots import active_vclusters
 
@@ -25,6 +36,13 @@ cfg = load_config(check=preflight)
 for notice in versions.notices(cfg, datetime.date.today()):
     pulumi.log.warn(notice)
 name = prefix(cfg)
+# The servers as Hetzner has them now: the k3s version each last received (skew policy) and how
+# cp-1 booted. Read at preview too, so a refused upgrade fails before anything changes.
+live = live_control_plane(cfg)
+skew = skew_problems(cfg, recorded_versions(cfg, live))
+if skew:
+    raise SovereignConfigError(skew, pulumi.get_stack())
+backup_credentials = load_backup_credentials(cfg.backups.enabled)
 
 # A secondary reads its primary's outputs and checks the fleet invariants at preview; every
 # resource of the region waits for that check.
@@ -35,32 +53,53 @@ fleet = (
 )
 gate = fleet.gate if fleet is not None else None
 network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg), opts=gate)
-control_plane = ControlPlane(name, ControlPlaneArgs(cfg=cfg, network=network), opts=gate)
-first_server = control_plane.servers[0]
+pki = ClusterPki(name, ClusterPkiArgs(cfg=cfg), opts=gate)
+control_plane = ControlPlane(
+    name,
+    ControlPlaneArgs(
+        cfg=cfg, network=network, pki=pki, live=live, backup_credentials=backup_credentials
+    ),
+    opts=gate,
+)
 
+api_ip = control_plane.api_public_ip or pulumi.Output.from_input(None)
 kubeconfig = Kubeconfig(
     name,
     KubeconfigArgs(
         cfg=cfg,
-        host=control_plane.public_ips[0],
-        server_id=first_server.id,
-        private_key=network.deployer_private_key,
-        wait_for=list(control_plane.servers),
+        server=pulumi.Output.all(control_plane.public_ips[0], api_ip).apply(
+            lambda v: kubeconfig_server(cfg, v[0], v[1])
+        ),
+        pki=pki,
+        node_names=control_plane.node_names,
+        node_ips=control_plane.public_ips,
+        server_ids=[server.id for server in control_plane.servers],
+        init_server_id=control_plane.servers[0].id,
+        same_cluster=control_plane.boot_modes[0] != "init",
+        wait_for=[*control_plane.servers, *control_plane.api_targets],
     ),
 )
 
 provider = k8s.Provider(
     f"{name}-k8s",
     kubeconfig=kubeconfig.kubeconfig,
-    # A stable identity: a re-read kubeconfig (new token, new address) must not look like a
-    # new cluster, which would replace every Kubernetes resource of the region.
-    cluster_identifier=name,
-    # After the servers are destroyed, `pulumi destroy` drops the cluster's resources from state
-    # instead of hanging on an API server that no longer exists.
-    delete_unreachable=True,
+    # Changes only when the cluster is a new one (new CA key, or a cp-1 that started etcd
+    # afresh), so Pulumi then creates every object in it again; a renewed client certificate
+    # or a replaced server that rejoined keeps it.
+    cluster_identifier=kubeconfig.cluster_identifier,
+    # Off on the normal path: one unreachable refresh must never drop releases from state.
+    # sovereign:teardown turns it on for destroying a region whose servers are already gone.
+    delete_unreachable=cfg.teardown,
 )
 
-build_slots(cfg, provider)
+if backup_credentials is not None:
+    EtcdBackups(
+        f"{name}-etcd-backups",
+        EtcdBackupsArgs(cfg=cfg, credentials=backup_credentials),
+        pulumi.ResourceOptions(providers={"kubernetes": provider}),
+    )
+
+build_slots(cfg, provider, ready=[kubeconfig.ready])
 vclusters = active_vclusters(cfg)
 
 pulumi.export("regionKey", cfg.region.key)
@@ -74,6 +113,9 @@ pulumi.export("controlPlanePublicIps", control_plane.public_ips)
 pulumi.export("controlPlanePrivateIps", control_plane.private_ips)
 pulumi.export("loadBalancerIp", control_plane.load_balancer_ip)
 pulumi.export("kubeconfig", pulumi.Output.secret(kubeconfig.kubeconfig))
+pulumi.export("apiServer", kubeconfig.server)
+pulumi.export("apiLoadBalancerIp", control_plane.api_public_ip)
+pulumi.export("k3sVersion", cfg.control_plane.k3s_version)
 pulumi.export("vclusters", vclusters)
 pulumi.export("vclusterCount", len(vclusters))
 if fleet is not None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from checks import versions
+from checks.day2 import day2_problems
 from checks.hetzner import load_balancer_problems, server_type_problems
 from config import grammar
 from config.errors import Problem
@@ -19,6 +20,7 @@ from render.cloudinit import (
     USER_DATA_CAP,
     WORST_CASE_IPV4,
     render_user_data,
+    worst_case_boot,
 )
 from render.naming import hetzner_labels, region_label
 from render.pod_security import evaluate, refusal_message, vcluster_pod_spec
@@ -172,7 +174,8 @@ def size_problems(cfg: StackConfig) -> list[Problem]:
     problems: list[Problem] = []
     token = "x" * K3S_TOKEN_LENGTH
     for node in range(cfg.control_plane.count):
-        size = len(render_user_data(cfg, node, WORST_CASE_IPV4, token).encode())
+        boot = worst_case_boot(cfg, node)
+        size = len(render_user_data(cfg, node, WORST_CASE_IPV4, token, boot).encode())
         if size > USER_DATA_CAP:
             problems.append(
                 Problem(
@@ -195,6 +198,7 @@ def preflight(cfg: StackConfig) -> list[Problem]:
         *gating_problems(cfg),
         *pod_security_problems(cfg),
         *size_problems(cfg),
+        *day2_problems(cfg),
     ]
 
 

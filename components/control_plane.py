@@ -2,32 +2,105 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final, cast
 
 import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_random as random
 
 from components.network import RegionNetwork
+from components.pki import ClusterPki
+from config.day2 import BackupCredentials
 from config.errors import Problem, SovereignConfigError
 from config.models import StackConfig
-from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_user_data
-from render.naming import NODE_ROLE_LABEL_KEY, hetzner_labels, prefix
+from render.cloudinit import (
+    API_PORT,
+    K3S_TOKEN_LENGTH,
+    USER_DATA_CAP,
+    BootMode,
+    ServerBoot,
+    api_load_balancer,
+    render_user_data,
+)
+from render.naming import (
+    NODE_ROLE_LABEL_KEY,
+    REGION_LABEL_KEY,
+    hetzner_labels,
+    prefix,
+    region_label,
+)
+from render.system_upgrade import VERSION_LABEL_KEY, version_from_label, version_label
 
 # Changing any of these makes Hetzner rebuild the server: a silent replacement of a running
-# control plane. They are ignored unless sovereign:controlPlane.allowReplacement is true.
+# control plane. They are ignored except on the one server sovereign:replacement.server names.
 REPLACING_INPUTS: Final = ["user_data", "image", "ssh_keys"]
 # Load balancer health checks (terraform-provider-hcloud docs/resources/load_balancer_service.md:
 # protocol tcp|http, port, interval, timeout, retries).
 LB_HEALTH_INTERVAL_SECONDS: Final = 10
 LB_HEALTH_TIMEOUT_SECONDS: Final = 5
 LB_HEALTH_RETRIES: Final = 3
+# How the server first booted; read back so a cp-1 that joined keeps rendering as a joiner.
+BOOT_LABEL_KEY: Final = "openova.io/k3s-boot"
 
 
-def checked_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) -> str:
+@dataclass(frozen=True, slots=True)
+class LiveServer:
+    """A control-plane server as Hetzner reports it now (an invoke, at preview and at up)."""
+
+    labels: Mapping[str, str]
+    delete_protection: bool
+
+
+LiveServers = Mapping[str, LiveServer]
+
+
+def server_name(cfg: StackConfig, node: int) -> str:
+    return f"{prefix(cfg)}-cp-{node + 1}"
+
+
+def live_control_plane(cfg: StackConfig) -> dict[str, LiveServer]:
+    """This region's control-plane servers as they exist in Hetzner, by name (empty when new)."""
+    selector = f"{REGION_LABEL_KEY}={region_label(cfg)},{NODE_ROLE_LABEL_KEY}=control-plane"
+    result = hcloud.get_servers(with_selector=selector)
+    servers = cast(list[hcloud.outputs.GetServersServerResult] | None, result.servers) or []
+    return {
+        server.name: LiveServer(dict(server.labels or {}), bool(server.delete_protection))
+        for server in servers
+    }
+
+
+def recorded_versions(cfg: StackConfig, live: LiveServers) -> dict[str, str]:
+    """server name -> the k3s version the last `up` set on it (its label)."""
+    versions: dict[str, str] = {}
+    for name, server in live.items():
+        version = version_from_label(server.labels.get(VERSION_LABEL_KEY, ""))
+        if version is not None:
+            versions[name] = version
+    return versions
+
+
+def replacing(cfg: StackConfig, node: int) -> bool:
+    return cfg.control_plane.allow_replacement and cfg.replacement.server == f"cp-{node + 1}"
+
+
+def boot_mode(cfg: StackConfig, node: int, live: LiveServers) -> BootMode:
+    """init starts the cluster; every other server, and a replaced cp-1 of HA, joins it."""
+    if node > 0:
+        return "join"
+    if replacing(cfg, 0):
+        return "join" if cfg.control_plane.count > 1 else "restore"
+    recorded = live.get(server_name(cfg, 0))
+    mode = recorded.labels.get(BOOT_LABEL_KEY) if recorded is not None else None
+    return mode if mode in ("join", "restore") else "init"  # type: ignore[return-value]
+
+
+def checked_user_data(
+    cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
+) -> str:
     """Render, refusing (at `up`, with the real addresses) anything over Hetzner's cap."""
-    user_data = render_user_data(cfg, node, public_ip, token)
+    user_data = render_user_data(cfg, node, public_ip, token, boot)
     size = len(user_data.encode())
     if size > USER_DATA_CAP:
         raise SovereignConfigError(
@@ -36,18 +109,39 @@ def checked_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) -
     return user_data
 
 
-def server_options(cfg: StackConfig) -> tuple[bool, list[str], bool]:
-    """(protect, ignore_changes, delete_before_replace) of every control-plane server."""
-    if cfg.control_plane.allow_replacement:
-        # The private IP is fixed, so the old server must go before its successor can take it.
-        return cfg.control_plane.protect, [], True
-    return cfg.control_plane.protect, list(REPLACING_INPUTS), False
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    protect: bool
+    ignore_changes: list[str]
+    delete_before_replace: bool
+    # Hetzner's own delete/rebuild protection, which refuses a replacement's delete.
+    hetzner_protection: bool
+
+
+def server_options(cfg: StackConfig, node: int, live: LiveServers | None = None) -> ServerOptions:
+    """At most one server per `up` can be replaced: the one sovereign:replacement.server names.
+
+    Hetzner refuses to delete a server whose protection is on, so the named server's protection
+    is lifted first: while Hetzner still reports it protected, this `up` only lifts it and keeps
+    the replacing inputs ignored; the next `up` replaces it.
+    """
+    protect = cfg.control_plane.protect
+    if not replacing(cfg, node):
+        return ServerOptions(protect, list(REPLACING_INPUTS), False, protect)
+    current = (live or {}).get(server_name(cfg, node))
+    if current is not None and current.delete_protection:
+        return ServerOptions(False, list(REPLACING_INPUTS), False, False)
+    # The private IP is fixed, so the old server must go before its successor can take it.
+    return ServerOptions(False, [], True, False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlPlaneArgs:
     cfg: StackConfig
     network: RegionNetwork
+    pki: ClusterPki
+    live: LiveServers = field(default_factory=dict[str, LiveServer])
+    backup_credentials: BackupCredentials | None = None
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -62,7 +156,25 @@ class ControlPlane(pulumi.ComponentResource):
         cfg, net = args.cfg, args.network
         physical = prefix(cfg)
         labels = hetzner_labels(cfg, **{NODE_ROLE_LABEL_KEY: "control-plane"})
-        protect, ignore_changes, delete_before_replace = server_options(cfg)
+
+        # The API endpoint exists before the servers: its addresses go into every server's
+        # certificate (tls-san) and cp-2/cp-3 join through its private address.
+        self.api_public_ip: pulumi.Output[str] | None = None
+        api_targets_after: list[pulumi.Resource] = []
+        if api_load_balancer(cfg):
+            self.api_public_ip, attachment = self._api_load_balancer(name, cfg, net, labels)
+            api_targets_after.append(attachment)
+        api_ip: pulumi.Output[str | None] = (
+            self.api_public_ip if self.api_public_ip is not None else pulumi.Output.from_input(None)
+        )
+        credentials: pulumi.Output[tuple[str, str] | None] = pulumi.Output.from_input(None)
+        if args.backup_credentials is not None:
+            credentials = pulumi.Output.all(
+                args.backup_credentials.access_key, args.backup_credentials.secret_key
+            ).apply(lambda v: (str(v[0]), str(v[1])))
+        self.boot_modes: list[BootMode] = [
+            boot_mode(cfg, node, args.live) for node in range(cfg.control_plane.count)
+        ]
 
         self.token = random.RandomPassword(
             f"{name}-k3s-token",
@@ -84,13 +196,28 @@ class ControlPlane(pulumi.ComponentResource):
                 assignee_type="server",
                 location=cfg.region.location,
                 auto_delete=False,
-                delete_protection=protect,
+                delete_protection=cfg.control_plane.protect,
                 labels=labels,
-                opts=pulumi.ResourceOptions(parent=self, protect=protect),
+                opts=pulumi.ResourceOptions(parent=self, protect=cfg.control_plane.protect),
             )
+            mode = self.boot_modes[node]
+            options = server_options(cfg, node, args.live)
             user_data = pulumi.Output.secret(
-                pulumi.Output.all(public_ip.ip_address, self.token.result).apply(
-                    lambda values, node=node: checked_user_data(cfg, node, values[0], values[1])
+                pulumi.Output.all(
+                    public_ip.ip_address, self.token.result, args.pki.ca_files, api_ip, credentials
+                ).apply(
+                    lambda v, node=node, mode=mode: checked_user_data(
+                        cfg,
+                        node,
+                        v[0],
+                        v[1],
+                        ServerBoot(
+                            mode=mode,
+                            api_public_ip=v[3],
+                            ca_files=v[2] if mode != "join" else {},
+                            restore_credentials=v[4] if mode == "restore" else None,
+                        ),
+                    )
                 )
             )
             server = hcloud.Server(
@@ -102,7 +229,12 @@ class ControlPlane(pulumi.ComponentResource):
                 ssh_keys=[net.ssh_key.id],
                 firewall_ids=[net.firewall_id],
                 placement_group_id=net.placement_group_id,
-                labels=labels,
+                labels={
+                    **labels,
+                    # Read back at the next preview: the skew check and how cp-1 booted.
+                    VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
+                    BOOT_LABEL_KEY: mode,
+                },
                 user_data=user_data,
                 networks=[hcloud.ServerNetworkArgs(network_id=net.network_id, ip=private_ip)],
                 public_nets=[
@@ -110,19 +242,26 @@ class ControlPlane(pulumi.ComponentResource):
                         ipv4_enabled=True, ipv4=public_ip.id.apply(int), ipv6_enabled=False
                     )
                 ],
-                delete_protection=protect,
-                rebuild_protection=protect,
+                delete_protection=options.hetzner_protection,
+                rebuild_protection=options.hetzner_protection,
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     # Hetzner attaches a server only to a subnet that already exists.
-                    depends_on=[net.subnet],
-                    protect=protect,
-                    ignore_changes=ignore_changes,
-                    delete_before_replace=delete_before_replace,
+                    depends_on=[net.subnet, *api_targets_after],
+                    protect=options.protect,
+                    ignore_changes=options.ignore_changes,
+                    delete_before_replace=options.delete_before_replace,
                 ),
             )
             self.servers.append(server)
             self.public_ips.append(public_ip.ip_address)
+
+        self.api_targets: list[hcloud.LoadBalancerTarget] = []
+        if self.api_public_ip is not None:
+            self.api_targets = self._api_targets(name, api_targets_after[0])
+        self.node_names: list[str] = [
+            server_name(cfg, node) for node in range(cfg.control_plane.count)
+        ]
 
         self.load_balancer_ip: pulumi.Output[str] | None = None
         if cfg.load_balancer.enabled:
@@ -134,8 +273,58 @@ class ControlPlane(pulumi.ComponentResource):
                 "privateIps": self.private_ips,
                 "serverIds": [server.id for server in self.servers],
                 "loadBalancerIp": self.load_balancer_ip,
+                "apiPublicIp": self.api_public_ip,
             }
         )
+
+    def _api_load_balancer(
+        self, name: str, cfg: StackConfig, net: RegionNetwork, labels: dict[str, str]
+    ) -> tuple[pulumi.Output[str], hcloud.LoadBalancerNetwork]:
+        """One stable API address in front of every server; unhealthy servers leave rotation."""
+        child = pulumi.ResourceOptions(parent=self)
+        self._api_lb = hcloud.LoadBalancer(
+            f"{name}-api-lb",
+            name=f"{prefix(cfg)}-api",
+            load_balancer_type=cfg.api.load_balancer_type,
+            location=cfg.region.location,
+            labels=labels,
+            opts=child,
+        )
+        attachment = hcloud.LoadBalancerNetwork(
+            f"{name}-api-lb-net",
+            load_balancer_id=self._api_lb.id.apply(int),
+            network_id=net.network_id,
+            ip=cfg.api.private_ip,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[net.subnet]),
+        )
+        hcloud.LoadBalancerService(
+            f"{name}-api-lb-{API_PORT}",
+            load_balancer_id=self._api_lb.id,
+            protocol="tcp",
+            listen_port=API_PORT,
+            destination_port=API_PORT,
+            health_check=hcloud.LoadBalancerServiceHealthCheckArgs(
+                protocol="tcp", port=API_PORT, interval=5, timeout=3, retries=2
+            ),
+            opts=child,
+        )
+        return self._api_lb.ipv4, attachment
+
+    def _api_targets(
+        self, name: str, attachment: pulumi.Resource
+    ) -> list[hcloud.LoadBalancerTarget]:
+        return [
+            hcloud.LoadBalancerTarget(
+                f"{name}-api-lb-target-{node + 1}",
+                type="server",
+                load_balancer_id=self._api_lb.id.apply(int),
+                server_id=server.id.apply(int),
+                use_private_ip=True,
+                # Private targets are refused until the LB itself is in the network.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+            )
+            for node, server in enumerate(self.servers)
+        ]
 
     def _load_balancer(
         self, name: str, cfg: StackConfig, net: RegionNetwork, labels: dict[str, str]

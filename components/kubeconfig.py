@@ -1,62 +1,73 @@
-"""Read the kubeconfig from the first server inside the same `pulumi up`, as a secret."""
+"""The region's kubeconfig, built from the program's own CAs, and the wait before any chart.
+
+No SSH: the API's CA and the deployer's client certificate come from `ClusterPki`. A bounded
+wait on the deployer then confirms the API answers and every control-plane node joined and is
+Ready; the first Helm release depends on it.
+"""
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from pathlib import Path
+from typing import Any, Final
 
 import pulumi
 import pulumi_command as command
+import pulumi_random as random
 import yaml
 
+from components.pki import ClusterPki
 from config.models import StackConfig
-from render.cloudinit import kubeconfig_server
+from render import wait_for_api
 from render.naming import prefix
 
-# Runs on the first server. cloud-init installs k3s; wait for it, then for the API to answer,
-# within a bound so a broken boot fails `pulumi up` instead of hanging it. Diagnostics go to
-# stderr (logged); stdout carries only the kubeconfig (a secret, never logged).
-FETCH_SCRIPT: Final = """\
-set -eu
-if ! cloud-init status --wait >/dev/null; then
-  cloud-init status --long >&2 || true
-  echo "cloud-init did not finish cleanly; see /var/log/cloud-init-output.log" >&2
-fi
-deadline=$(( $(date +%s) + 600 ))
-until k3s kubectl get --raw=/readyz >/dev/null 2>&1; do
-  if [ "$(date +%s)" -ge "$deadline" ]; then
-    echo "k3s API not ready after 10 minutes; journalctl -u k3s on the server tells why" >&2
-    exit 1
-  fi
-  sleep 5
-done
-cat /etc/rancher/k3s/k3s.yaml
-"""
+# cloud-init plus the k3s download and an HA join take 3-6 minutes on a fresh Hetzner server
+# (hetzner-k3s #458 reports cloud-init alone taking up to 6 minutes); twice that is the bound.
+WAIT_SECONDS: Final = 900
+WAIT_SCRIPT: Final = Path(wait_for_api.__file__).read_text()
 
 
-def rewrite_kubeconfig(raw: str, server: str, context: str) -> str:
-    """Point k3s's kubeconfig (https://127.0.0.1:6443, names `default`) at `server`."""
-    doc = cast(dict[str, Any], yaml.safe_load(raw))
-    for cluster in doc["clusters"]:
-        cluster["name"] = context
-        cluster["cluster"]["server"] = server
-    for user in doc["users"]:
-        user["name"] = context
-    for ctx in doc["contexts"]:
-        ctx["name"] = context
-        ctx["context"]["cluster"] = context
-        ctx["context"]["user"] = context
-    doc["current-context"] = context
+def render_kubeconfig(server: str, context: str, ca_pem: str, cert_pem: str, key_pem: str) -> str:
+    """A kubeconfig for `server` authenticating with the deployer's client certificate."""
+
+    def b64(pem: str) -> str:
+        return base64.b64encode(pem.encode()).decode()
+
+    doc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": context,
+                "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)},
+            }
+        ],
+        "users": [
+            {
+                "name": context,
+                "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)},
+            }
+        ],
+        "contexts": [{"name": context, "context": {"cluster": context, "user": context}}],
+        "current-context": context,
+    }
     return yaml.safe_dump(doc, sort_keys=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KubeconfigArgs:
     cfg: StackConfig
-    host: pulumi.Input[str]
-    server_id: pulumi.Input[str]
-    private_key: pulumi.Input[str]
-    wait_for: list[pulumi.Resource]
+    server: pulumi.Input[str]
+    pki: ClusterPki
+    node_names: Sequence[str]
+    node_ips: Sequence[pulumi.Input[str]]
+    server_ids: Sequence[pulumi.Input[str]]
+    init_server_id: pulumi.Input[str]
+    # cp-1 joined or restored the existing cluster rather than starting one: same cluster.
+    same_cluster: bool
+    wait_for: Sequence[pulumi.Resource]
 
 
 class Kubeconfig(pulumi.ComponentResource):
@@ -66,31 +77,68 @@ class Kubeconfig(pulumi.ComponentResource):
         self, name: str, args: KubeconfigArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        cfg = args.cfg
-        fetch = command.remote.Command(
-            f"{name}-fetch",
-            connection=command.remote.ConnectionArgs(
-                host=args.host,
-                user="root",
-                private_key=pulumi.Output.secret(args.private_key),
-                # A fresh server needs a minute or two before sshd answers.
-                dial_error_limit=40,
-                per_dial_timeout=15,
+        cfg, pki = args.cfg, args.pki
+        context = prefix(cfg)
+        self.server: pulumi.Output[str] = pulumi.Output.from_input(args.server)
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
+            pulumi.Output.all(
+                self.server, pki.server_ca_pem, pki.client_cert_pem, pki.client_key_pem
+            ).apply(lambda v: render_kubeconfig(v[0], context, v[1], v[2], v[3]))
+        )
+        self.ready = command.local.Command(
+            f"{name}-wait",
+            create=WAIT_SCRIPT,
+            interpreter=["python3", "-c"],
+            environment=pulumi.Output.secret(
+                pulumi.Output.all(
+                    self.server,
+                    pki.server_ca_pem,
+                    pki.client_cert_pem,
+                    pki.client_key_pem,
+                    pulumi.Output.all(*args.node_ips),
+                ).apply(
+                    lambda v: {
+                        "SOVEREIGN_API": str(v[0]),
+                        "SOVEREIGN_CA": str(v[1]),
+                        "SOVEREIGN_CERT": str(v[2]),
+                        "SOVEREIGN_KEY": str(v[3]),
+                        "SOVEREIGN_NODES": ",".join(args.node_names),
+                        "SOVEREIGN_NODE_IPS": ",".join(str(ip) for ip in v[4]),
+                        "SOVEREIGN_TIMEOUT": str(WAIT_SECONDS),
+                    }
+                )
             ),
-            create=FETCH_SCRIPT,
-            # A replaced first server has a new kubeconfig (new CA): read it again.
-            triggers=[args.server_id],
-            logging=command.remote.Logging.STDERR,
+            # A new or replaced server must be waited for again.
+            triggers=list(args.server_ids),
+            logging=command.local.Logging.STDERR,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=args.wait_for,
-                additional_secret_outputs=["stdout"],
-                custom_timeouts=pulumi.CustomTimeouts(create="20m"),
+                depends_on=list(args.wait_for),
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{WAIT_SECONDS // 60 + 5}m"),
             ),
         )
-        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
-            pulumi.Output.all(fetch.stdout, args.host).apply(
-                lambda v: rewrite_kubeconfig(v[0], kubeconfig_server(cfg, v[1]), prefix(cfg))
-            )
+        # The cluster's identity: the server CA's key and the server that initialised etcd. A new
+        # CA or a cp-1 that started a new cluster is a new cluster; Pulumi then creates every
+        # object in it again. A cp-1 that joined or restored keeps the identity.
+        self.identity = random.RandomId(
+            f"{name}-cluster-id",
+            byte_length=4,
+            keepers={
+                "serverCaKey": pki.server_ca_fingerprint,
+                "initServer": args.init_server_id,
+            },
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                ignore_changes=["keepers.initServer"] if args.same_cluster else [],
+            ),
         )
-        self.register_outputs({"kubeconfig": self.kubeconfig})
+        self.cluster_identifier: pulumi.Output[str] = pulumi.Output.concat(
+            context, "-", self.identity.hex
+        )
+        self.register_outputs(
+            {
+                "kubeconfig": self.kubeconfig,
+                "server": self.server,
+                "clusterIdentifier": self.cluster_identifier,
+            }
+        )

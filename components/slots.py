@@ -13,6 +13,7 @@ import pulumi
 
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cilium import Cilium, CiliumArgs
+from components.system_upgrade import SystemUpgrade, SystemUpgradeArgs
 from components.vcluster import VClusterArgs, VClusterSlot
 from config.models import StackConfig, VClusterName
 from render.slots import active_slots
@@ -35,6 +36,12 @@ def _cert_manager(
     return CertManager(name, CertManagerArgs(cfg=cfg, after=after), opts)
 
 
+def _system_upgrade(
+    name: str, cfg: StackConfig, after: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions
+) -> pulumi.ComponentResource:
+    return SystemUpgrade(name, SystemUpgradeArgs(cfg=cfg, after=after), opts)
+
+
 def _vcluster(vcluster: VClusterName) -> Build:
     def build(
         name: str, cfg: StackConfig, after: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions
@@ -48,6 +55,7 @@ def _vcluster(vcluster: VClusterName) -> Build:
 BUILDERS: Final[Mapping[int, Build]] = {
     1: _cilium,
     2: _cert_manager,
+    3: _system_upgrade,
     54: _vcluster("dmz"),
     58: _vcluster("mgmt"),
     59: _vcluster("rtz"),
@@ -55,12 +63,17 @@ BUILDERS: Final[Mapping[int, Build]] = {
 
 
 def build_slots(
-    cfg: StackConfig, provider: pulumi.ProviderResource
+    cfg: StackConfig,
+    provider: pulumi.ProviderResource,
+    ready: Sequence[pulumi.Resource] = (),
 ) -> dict[int, pulumi.ComponentResource]:
-    """Declare this region's slots in table order, each waiting for the slots it runs after."""
+    """Declare this region's slots in table order, each waiting for the slots it runs after.
+
+    A slot that runs after no other slot waits for `ready` (every control-plane node joined).
+    """
     built: dict[int, pulumi.ComponentResource] = {}
     for slot in active_slots(cfg):
-        after = [built[number] for number in slot.after]
+        after = [built[number] for number in slot.after] or list(ready)
         opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
         built[slot.number] = BUILDERS[slot.number](slot.resource_name, cfg, after, opts)
     return built

@@ -28,6 +28,7 @@ from pydantic.alias_generators import to_camel
 
 from config import grammar
 from config import secrets as secret_config
+from config.day2 import Api, Backups, Replacement, Upgrades, backup_credential_problems
 from config.errors import Problem, SovereignConfigError
 from config.fleet import Fleet
 from config.pss import VERSION_PATTERN
@@ -446,6 +447,14 @@ class StackConfig(_Model):
     releases: Releases = Field(default_factory=Releases)
     vclusters: VClusters = Field(default_factory=VClusters)
     fleet: Fleet = Field(default_factory=Fleet)
+    api: Api = Field(default_factory=Api)
+    upgrades: Upgrades = Field(default_factory=Upgrades)
+    backups: Backups = Field(default_factory=Backups)
+    replacement: Replacement = Field(default_factory=Replacement)
+    teardown: bool = Field(
+        default=False,
+        description="Only to destroy a region whose servers are gone: drop unreachable objects.",
+    )
 
     @field_validator("name")
     @classmethod
@@ -581,10 +590,10 @@ def parse_config(
         cfg = StackConfig.model_validate(plain, by_alias=True, by_name=False)
     except ValidationError as err:
         problems += _problems(err, raw, secret_keys)
+    if cfg is not None:
+        # A well-formed config is judged across its keys too, so one error lists everything.
+        problems += [*backup_credential_problems(raw, cfg.backups.enabled), *check(cfg)]
     if problems or cfg is None:
-        raise SovereignConfigError(problems, stack)
-    problems = check(cfg)
-    if problems:
         raise SovereignConfigError(problems, stack)
     return cfg
 

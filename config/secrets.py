@@ -23,8 +23,15 @@ from config.errors import Problem
 
 NAMESPACE: Final = "sovereign"
 
+# The Object Storage S3 credentials of etcd backups (config.day2.Backups).
+BACKUP_ACCESS_KEY: Final = "backupsAccessKey"
+BACKUP_SECRET_KEY: Final = "backupsSecretKey"
+
 # key (as users type it, without the namespace) -> what it holds, for error messages.
-SECRET_KEYS: Final[Mapping[str, str]] = {}
+SECRET_KEYS: Final[Mapping[str, str]] = {
+    BACKUP_ACCESS_KEY: "the Object Storage access key of etcd backups",
+    BACKUP_SECRET_KEY: "the Object Storage secret key of etcd backups",
+}
 
 
 def secret_problems(

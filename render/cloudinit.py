@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 import yaml
 
+from config.day2 import OBJECT_STORAGE_HOST
 from config.models import StackConfig
 from render.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, region_label
 
@@ -176,7 +178,8 @@ download() {{
 }}
 
 for ((attempt = 1; attempt <= attempts; attempt++)); do
-  if download && INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server sh "$installer"; then
+  if download && INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \
+    INSTALL_K3S_SKIP_START={skip_start} sh "$installer"; then
     log "k3s ${{version}} installed"
     exit 0
   fi
@@ -194,6 +197,24 @@ K3S_DROP_IN: Final = f"""\
 [Service]
 ExecStartPre={PRIVATE_ADDRESS_SCRIPT_PATH}
 """
+RESTORE_SCRIPT_PATH: Final = "/root/k3s-restore.sh"
+# k3s uses CA files found here before its first start instead of generating its own.
+# source: https://docs.k3s.io/cli/certificate ("Using Custom CA Certificates"; k3s-io/docs
+# docs/cli/certificate.md @ 4097de9, checked 2026-11-27).
+K3S_TLS_DIR: Final = "/var/lib/rancher/k3s/server/tls"
+# Secret k3s reads its etcd-s3 settings from at every snapshot (kube-system); the credentials then
+# never sit in user_data. source: k3s-io/k3s docs/adrs/etcd-s3-secret.md (accepted 2024-02-06,
+# revised 2024-06-10; checked 2026-11-27).
+ETCD_S3_SECRET_NAME: Final = "k3s-etcd-snapshot-s3-config"
+
+BootMode = Literal["init", "join", "restore"]
+# The files k3s requires for a custom CA, relative to K3S_TLS_DIR; the etcd ones are needed even
+# without embedded etcd; service.key signs service-account tokens (same source as K3S_TLS_DIR).
+CA_NAMES: Final = ("server-ca", "client-ca", "request-header-ca", "etcd/peer-ca", "etcd/server-ca")
+SERVICE_KEY_FILE: Final = "service.key"
+CA_FILES: Final = (SERVICE_KEY_FILE, *(f"{ca}.{ext}" for ca in CA_NAMES for ext in ("crt", "key")))
+# A minted CA file's PEM at its largest (the RSA 2048 service key, about 1.7 KB).
+WORST_CASE_CA_PEM: Final = "x" * 1800
 
 SSHD_HARDENING: Final = """\
 # Written by sovereign cloud-init: keys only, no passwords, no forwarding.
@@ -229,17 +250,97 @@ def api_endpoint(cfg: StackConfig) -> ApiEndpoint:
     return ApiEndpoint(cfg.control_plane_ips[0], API_PORT)
 
 
-def tls_sans(cfg: StackConfig, public_ip: str) -> list[str]:
+def api_load_balancer(cfg: StackConfig) -> bool:
+    """One Hetzner LB on 6443 in front of the servers: by default exactly when there are three."""
+    if cfg.api.load_balancer is not None:
+        return cfg.api.load_balancer
+    return cfg.control_plane.count > 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerBoot:
+    """What one server's first boot needs beyond the config, decided by the control plane.
+
+    `mode`: `init` starts a new cluster (cluster-init, the minted CAs on disk), `join` joins the
+    running one through the API endpoint, `restore` starts from an S3 etcd snapshot.
+    `api_public_ip` is the API load balancer's public address (None without one).
+    """
+
+    mode: BootMode
+    api_public_ip: str | None = None
+    ca_files: Mapping[str, str] = field(default_factory=dict[str, str])
+    restore_credentials: tuple[str, str] | None = None
+
+
+def default_boot(cfg: StackConfig, node: int) -> ServerBoot:
+    return ServerBoot(mode="init" if node == 0 else "join")
+
+
+def worst_case_boot(cfg: StackConfig, node: int) -> ServerBoot:
+    """The largest first boot of server `node`: every CA file, LB address, restore script."""
+    secret = "x" * 128
+    return ServerBoot(
+        mode="restore"
+        if node == 0 and cfg.control_plane.count == 1
+        else default_boot(cfg, node).mode,
+        api_public_ip=WORST_CASE_IPV4,
+        ca_files=dict.fromkeys(CA_FILES, WORST_CASE_CA_PEM) if node == 0 else {},
+        restore_credentials=(secret, secret),
+    )
+
+
+def tls_sans(cfg: StackConfig, public_ip: str, api_public_ip: str | None = None) -> list[str]:
     """Names the API certificate is valid for; the kubeconfig server must be one of them."""
-    return [cfg.region.fqdn, public_ip]
+    sans = [cfg.region.fqdn, public_ip]
+    if api_load_balancer(cfg):
+        sans.append(cfg.api.private_ip)
+        if api_public_ip is not None:
+            sans.append(api_public_ip)
+    return sans
 
 
-def kubeconfig_server(cfg: StackConfig, public_ip: str) -> str:
-    """The API URL written into the exported kubeconfig: the first server's public address."""
-    host = public_ip
-    if host not in tls_sans(cfg, public_ip):  # pragma: no cover - guards the single source
+def api_host(cfg: StackConfig, first_public_ip: str, api_public_ip: str | None) -> str:
+    """Where the kubeconfig and the provider reach the API: the LB if there is one, else cp-1."""
+    if api_load_balancer(cfg):
+        if api_public_ip is None:  # pragma: no cover - the control plane always passes it
+            raise AssertionError("an API load balancer without an address")
+        return api_public_ip
+    return first_public_ip
+
+
+def kubeconfig_server(cfg: StackConfig, first_public_ip: str, api_public_ip: str | None) -> str:
+    """The API URL written into the exported kubeconfig; always a TLS SAN of the API cert."""
+    host = api_host(cfg, first_public_ip, api_public_ip)
+    if host not in tls_sans(cfg, first_public_ip, api_public_ip):  # pragma: no cover
         raise AssertionError(f"{host} is not a TLS SAN of the API certificate")
     return f"https://{host}:{API_PORT}"
+
+
+def join_url(cfg: StackConfig) -> str:
+    """Where a joining server registers: the API LB's private address, which reaches whichever
+    servers are healthy, or cp-1 without an LB."""
+    host = cfg.api.private_ip if api_load_balancer(cfg) else cfg.control_plane_ips[0]
+    return f"https://{host}:{API_PORT}"
+
+
+def object_storage_location(cfg: StackConfig) -> str | None:
+    """The Object Storage location of the backups: configured, else the region's if it has one."""
+    if cfg.backups.location is not None:
+        return cfg.backups.location
+    if cfg.region.location in ("fsn1", "nbg1", "hel1"):
+        return cfg.region.location
+    return None
+
+
+def etcd_s3_settings(cfg: StackConfig) -> dict[str, str]:
+    """The non-secret etcd-s3 keys (k3s flag names), shared by the Secret and the restore."""
+    location = object_storage_location(cfg) or ""
+    return {
+        "etcd-s3-endpoint": OBJECT_STORAGE_HOST.format(location=location),
+        "etcd-s3-region": location,
+        "etcd-s3-bucket": cfg.backups.bucket or "",
+        "etcd-s3-folder": cfg.backups.folder or cfg.region.key,
+    }
 
 
 def cluster_dns(cfg: StackConfig) -> str:
@@ -247,8 +348,11 @@ def cluster_dns(cfg: StackConfig) -> str:
     return str(ipaddress.ip_network(cfg.service_cidr)[10])
 
 
-def k3s_server_config(cfg: StackConfig, node: int, public_ip: str, token: str) -> dict[str, Any]:
+def k3s_server_config(
+    cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
+) -> dict[str, Any]:
     """`/etc/rancher/k3s/config.yaml` of control-plane server `node` (0-based)."""
+    boot = boot or default_boot(cfg, node)
     private_ip = cfg.control_plane_ips[node]
     config: dict[str, Any] = {
         "token": token,
@@ -256,7 +360,7 @@ def k3s_server_config(cfg: StackConfig, node: int, public_ip: str, token: str) -
         "node-ip": private_ip,
         "advertise-address": private_ip,
         "node-external-ip": public_ip,
-        "tls-san": tls_sans(cfg, public_ip),
+        "tls-san": tls_sans(cfg, public_ip, boot.api_public_ip),
         "cluster-cidr": cfg.pod_cidr,
         "service-cidr": cfg.service_cidr,
         "cluster-dns": cluster_dns(cfg),
@@ -270,12 +374,41 @@ def k3s_server_config(cfg: StackConfig, node: int, public_ip: str, token: str) -
             f"{REGION_LABEL_KEY}={region_label(cfg)}",
             f"{NODE_ROLE_LABEL_KEY}=control-plane",
         ],
+        # Local snapshots always (the server's own disk); a copy off the server with backups on.
+        "etcd-snapshot-schedule-cron": cfg.backups.schedule,
+        "etcd-snapshot-retention": cfg.backups.retention,
     }
-    if node == 0:
-        config["cluster-init"] = True
+    if cfg.backups.enabled:
+        # Only these two: any other etcd-s3 key here would make k3s ignore the whole Secret.
+        config["etcd-s3"] = True
+        config["etcd-s3-config-secret"] = ETCD_S3_SECRET_NAME
+    if boot.mode == "join":
+        config["server"] = join_url(cfg)
     else:
-        config["server"] = f"https://{cfg.control_plane_ips[0]}:{API_PORT}"
+        config["cluster-init"] = True
     return config
+
+
+def ca_write_files(ca_files: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The minted CAs at k3s's custom-CA paths: keys 0600, certificates 0644."""
+    return [
+        _file(f"{K3S_TLS_DIR}/{name}", pem, "0600" if name.endswith(".key") else "0644")
+        for name, pem in sorted(ca_files.items())
+    ]
+
+
+def restore_script(cfg: StackConfig, snapshot: str, credentials: tuple[str, str]) -> str:
+    """One-shot restore from S3 before k3s first starts; the Secret is unused by restores."""
+    s3 = etcd_s3_settings(cfg)
+    flags = " ".join(f"--{key}={shlex.quote(value)}" for key, value in s3.items())
+    return (
+        "#!/bin/sh\n"
+        "set -eu\n"
+        f"export AWS_ACCESS_KEY_ID={shlex.quote(credentials[0])}\n"
+        f"export AWS_SECRET_ACCESS_KEY={shlex.quote(credentials[1])}\n"
+        "k3s server --cluster-reset --etcd-s3 "
+        f"--cluster-reset-restore-path={shlex.quote(snapshot)} {flags}\n"
+    )
 
 
 def registries(cfg: StackConfig) -> dict[str, Any]:
@@ -310,9 +443,13 @@ def private_address_script(cfg: StackConfig, node: int) -> str:
     )
 
 
-def install_script(cfg: StackConfig) -> str:
-    """Install the pinned k3s after the address wait, retrying transient failures (bounded)."""
+def install_script(cfg: StackConfig, *, start: bool = True) -> str:
+    """Install the pinned k3s after the address wait, retrying transient failures (bounded).
+
+    `start=False` installs without starting k3s, for a server that restores etcd first.
+    """
     return INSTALL_SCRIPT.format(
+        skip_start="false" if start else "true",
         version=shlex.quote(cfg.control_plane.k3s_version),
         url=shlex.quote(K3S_INSTALL_URL),
         installer=shlex.quote(INSTALLER_PATH),
@@ -321,12 +458,15 @@ def install_script(cfg: StackConfig) -> str:
     )
 
 
-def cloud_config(cfg: StackConfig, node: int, public_ip: str, token: str) -> dict[str, Any]:
+def cloud_config(
+    cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
+) -> dict[str, Any]:
     """The cloud-config document of one control-plane server."""
+    boot = boot or default_boot(cfg, node)
+    k3s_config = k3s_server_config(cfg, node, public_ip, token, boot)
     files = [
-        _file(K3S_CONFIG_PATH, yaml.safe_dump(k3s_server_config(cfg, node, public_ip, token))),
+        _file(K3S_CONFIG_PATH, yaml.safe_dump(k3s_config)),
         _file(PRIVATE_ADDRESS_SCRIPT_PATH, private_address_script(cfg, node), "0700"),
-        _file(INSTALL_SCRIPT_PATH, install_script(cfg), "0700"),
         _file(K3S_DROP_IN_PATH, K3S_DROP_IN, "0644"),
         _file(SSHD_DROP_IN_PATH, SSHD_HARDENING, "0644"),
         # Operators' keys go in through cloud-init, not as Hetzner SSH keys: Hetzner refuses the
@@ -338,12 +478,29 @@ def cloud_config(cfg: StackConfig, node: int, public_ip: str, token: str) -> dic
     ]
     if cfg.registry_mirror.enabled:
         files.append(_file(REGISTRIES_PATH, yaml.safe_dump(registries(cfg))))
-    return {
-        "write_files": files,
-        # The install script is last: its exit status is runcmd's, so a boot that could not
-        # bring up the private address or install k3s ends in cloud-init status "error".
-        "runcmd": [["systemctl", "restart", "ssh"], [INSTALL_SCRIPT_PATH]],
-    }
+    if boot.mode != "join":
+        # A joining server takes the CAs from the cluster; files on disk would conflict.
+        files += ca_write_files(boot.ca_files)
+    snapshot = cfg.replacement.restore_snapshot
+    restoring = (
+        boot.mode == "restore" and snapshot is not None and boot.restore_credentials is not None
+    )
+    files.append(_file(INSTALL_SCRIPT_PATH, install_script(cfg, start=not restoring), "0700"))
+    # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
+    # could not bring up the private address or install k3s ends in cloud-init status "error".
+    runcmd: list[list[str]] = [["systemctl", "restart", "ssh"], [INSTALL_SCRIPT_PATH]]
+    if restoring and snapshot is not None and boot.restore_credentials is not None:
+        files.append(
+            _file(RESTORE_SCRIPT_PATH, restore_script(cfg, snapshot, boot.restore_credentials))
+        )
+        # Installed but not started; etcd is restored from the snapshot, then k3s starts on it
+        # (the systemd drop-in waits for the private address first).
+        runcmd += [
+            ["sh", RESTORE_SCRIPT_PATH],
+            ["rm", "-f", RESTORE_SCRIPT_PATH],
+            ["systemctl", "start", "k3s"],
+        ]
+    return {"write_files": files, "runcmd": runcmd}
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -359,10 +516,12 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _BlockDumper.add_representer(str, _str)
 
 
-def render_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) -> str:
+def render_user_data(
+    cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
+) -> str:
     """user_data as Hetzner receives it."""
     body = yaml.dump(
-        cloud_config(cfg, node, public_ip, token),
+        cloud_config(cfg, node, public_ip, token, boot),
         Dumper=_BlockDumper,
         sort_keys=False,
         width=1000,

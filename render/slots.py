@@ -32,6 +32,9 @@ class Slot:
 SLOTS: Final[tuple[Slot, ...]] = (
     Slot(number=1, release="cilium", after=(), roles=EVERY_REGION),
     Slot(number=2, release="cert-manager", after=(1,), roles=EVERY_REGION),
+    # In-place k3s upgrades. Needs only pod networking; nothing waits for it, so a first `up`
+    # is not slowed and a later version bump does not hold back a chart change.
+    Slot(number=3, release="system-upgrade", after=(1,), roles=EVERY_REGION),
     Slot(number=54, release="dmz-vcluster", after=(1, 2), roles=EVERY_REGION, vcluster="dmz"),
     Slot(number=58, release="mgmt-vcluster", after=(1, 2), roles=PRIMARY, vcluster="mgmt"),
     Slot(number=59, release="rtz-vcluster", after=(1, 2), roles=SECONDARY, vcluster="rtz"),

@@ -60,7 +60,10 @@ def written(c: StackConfig, node: int, path: str) -> dict[str, Any]:
 def test_k3s_version_is_pinned_in_the_installer() -> None:
     script = written(cfg(), 0, cloudinit.INSTALL_SCRIPT_PATH)["content"]
     assert "\nversion=v1.33.13+k3s2\n" in script
-    assert 'INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server sh "$installer"' in script
+    assert (
+        'INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \\\n'
+        '    INSTALL_K3S_SKIP_START=false sh "$installer"' in script
+    )
 
 
 def test_node_addresses_and_labels() -> None:
@@ -68,7 +71,8 @@ def test_node_addresses_and_labels() -> None:
     assert flags["node-ip"] == "10.0.1.3"
     assert flags["advertise-address"] == "10.0.1.3"
     assert flags["node-external-ip"] == PUBLIC_IP
-    assert flags["tls-san"] == ["omantel.openova.io", PUBLIC_IP]
+    # HA: the API load balancer's private address too (its public one once it is known).
+    assert flags["tls-san"] == ["omantel.openova.io", PUBLIC_IP, "10.0.1.253"]
     assert flags["node-label"] == [
         "openova.io/region=omantel-hel1-2",
         "catalyst.openova.io/role=control-plane",
@@ -81,7 +85,8 @@ def test_first_server_initialises_etcd_and_the_others_join_it() -> None:
     assert first["cluster-init"] is True
     assert "server" not in first
     for joiner in (second, third):
-        assert joiner["server"] == "https://10.0.1.2:6443"
+        # Through the API load balancer, which reaches whichever servers are healthy.
+        assert joiner["server"] == "https://10.0.1.253:6443"
         assert "cluster-init" not in joiner
         assert joiner["token"] == TOKEN
 

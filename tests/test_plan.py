@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from render.cloudinit import (
     USER_DATA_CAP,
     WORST_CASE_IPV4,
     render_user_data,
+    worst_case_boot,
 )
 from tools.mockrun import (
     FAKE_HCLOUD_TOKEN,
@@ -32,9 +34,10 @@ from tools.mockrun import (
     FAKE_K3S_TOKEN,
     FAKE_PRIVATE_KEY,
     evaluate,
+    fake_pem,
     stack_config,
 )
-from tools.plan import ROOT, build_plan, main, plan_of_tree
+from tools.plan import ROOT, build_plan, main, plan_boot, plan_of_tree
 from tools.plan_diff import diff_plans, effect_of
 from tools.plan_fleet import StackSummary, check_fleet, generate_fleet
 from tools.plan_json import SECRET, dumps
@@ -49,7 +52,20 @@ SECRETS = {
     "hcloud token": FAKE_HCLOUD_TOKEN,
     "kubeconfig client key": CLIENT_KEY,
     "kubeconfig client key (decoded)": base64.b64decode(CLIENT_KEY).decode(),
+    # The body of every key the tls provider mints (tools.mockrun.fake_pem), in both stacks.
+    "minted private keys": base64.b64encode(b"fake-private-key-omantel").decode(),
 }
+
+
+def fake_ca_file(region: str, name: str) -> str:
+    """What the mocks return for the minted CA file `name` (relative to k3s's tls dir)."""
+    stem, ext = name.rsplit(".", 1)
+    slug = stem.replace("/", "-")
+    if ext == "crt":
+        return fake_pem("CERTIFICATE", f"{region}-{slug}")
+    return fake_pem("PRIVATE KEY", f"{region}-{slug}-key")
+
+
 SERVER = "hcloud:index/server:Server"
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -108,10 +124,10 @@ def test_every_secret_input_path_shows_the_placeholder(planned, primary) -> None
             assert "[" not in path, "extend this walk for nested paths"
             assert entry["inputs"][path] == SECRET, (reg.name, path)
             checked += 1
-    assert checked >= 3  # server userData, command connection, provider kubeconfig
+    assert checked >= 3  # server userData, the wait's environment, provider kubeconfig
     assert resource(plan, SERVER)["inputs"]["userData"] == SECRET
     assert resource(plan, "pulumi:providers:kubernetes")["inputs"]["kubeconfig"] == SECRET
-    assert resource(plan, "command:remote:Command")["inputs"]["connection"] == SECRET
+    assert resource(plan, "command:local:Command")["inputs"]["environment"] == SECRET
     assert plan["outputs"]["kubeconfig"] == SECRET
     assert plan["outputs"]["regionKey"] == "fsn1"
 
@@ -138,15 +154,25 @@ def test_cloud_init_is_rendered_with_the_token_hidden_and_sized(planned, seconda
     plan = planned["secondary"][0]
     cfg = parse_config(stack_config("secondary"), "secondary")
     assert [s["node"] for s in plan["servers"]] == [1, 2, 3]
+    api_ip = secondary.outputs["apiLoadBalancerIp"]
     for node, server in enumerate(plan["servers"]):
-        assert server["userData"] == render_user_data(cfg, node, server["publicIp"], SECRET)
+        shown = render_user_data(
+            cfg, node, server["publicIp"], SECRET, plan_boot(cfg, node, api_ip, SECRET)
+        )
+        assert server["userData"] == shown
         # k3s's config.yaml is a literal block inside the cloud-config.
         assert "\n    token: '[secret]'\n" in server["userData"]
-        # What the plan shows is what the server receives, token aside.
+        # What the plan shows is what the server receives, token and CA files aside.
         reg = next(r for r in secondary.of_type(SERVER) if r.name == server["name"])
-        real = render_user_data(cfg, node, server["publicIp"], FAKE_K3S_TOKEN)
+        boot = plan_boot(cfg, node, api_ip, SECRET)
+        files = {name: fake_ca_file("omantel-hel1-2", name) for name in boot.ca_files}
+        real = render_user_data(
+            cfg, node, server["publicIp"], FAKE_K3S_TOKEN, replace(boot, ca_files=files)
+        )
         assert reg.inputs["userData"] == real
-        worst = render_user_data(cfg, node, WORST_CASE_IPV4, "x" * K3S_TOKEN_LENGTH)
+        worst = render_user_data(
+            cfg, node, WORST_CASE_IPV4, "x" * K3S_TOKEN_LENGTH, worst_case_boot(cfg, node)
+        )
         assert server["worstCaseBytes"] == len(worst.encode())
         assert server["capBytes"] == USER_DATA_CAP == 32_768
         assert server["withinCap"] is True
@@ -183,7 +209,8 @@ def test_summary_shows_the_tree_and_pod_security_levels(planned) -> None:
     # Children are indented under their own component (names repeat across components).
     assert "  sovereign:ControlPlane omantel-fsn1\n    hcloud:Server omantel-fsn1-1" in terminal
     assert (
-        "  sovereign:Kubeconfig omantel-fsn1\n    command:Command omantel-fsn1-fetch\n" in terminal
+        "  sovereign:Kubeconfig omantel-fsn1\n    random:RandomId omantel-fsn1-cluster-id\n"
+        "    command:Command omantel-fsn1-wait\n" in terminal
     )
 
 
@@ -315,29 +342,36 @@ def test_diff_reports_removed_resources(planned, changed_primary) -> None:
 
 def test_diff_flags_a_replacement_the_server_no_longer_ignores(planned) -> None:
     new = plan_of(
-        "primary",
+        "secondary",
         {
             "controlPlane": {
                 "image": "ubuntu-26.04",
                 "allowReplacement": True,
-                "k3sVersion": "v1.33.12+k3s1",
-            }
+                "k3sVersion": "v1.33.14+k3s1",
+            },
+            "replacement": {"server": "cp-2"},
         },
     )
-    markdown = diff_plans(planned["primary"][0], new)
-    server = markdown.split("**omantel-fsn1-1**")[1].split("\n`")[0]
+    markdown = diff_plans(planned["secondary"][0], new)
+    server = markdown.split("**omantel-hel1-2-2**")[1].split("\n`")[0]
     assert " - **replacement**" in server.splitlines()[0]
-    assert (
-        "| `image` | `ubuntu-24.04` | `ubuntu-26.04` | **replace** (delete first) - protected"
-        in server
-    )
+    # Only the named server: the other two keep ignoring the new image.
+    other = markdown.split("**omantel-hel1-2-3**")[1].split("\n`")[0]
+    assert "| `image` | `ubuntu-24.04` | `ubuntu-26.04` | ignored (no replacement) |" in other
+    assert "| `image` | `ubuntu-24.04` | `ubuntu-26.04` | **replace** (delete first) |" in server
     assert (
         "| `userData (cloud-init)` | (multi-line, below) | (multi-line, below) | **replace**"
         in server
     )
-    assert "-    version=v1.33.13+k3s2\n+    version=v1.33.12+k3s1" in markdown
+    assert "-    version=v1.33.13+k3s2\n+    version=v1.33.14+k3s1" in markdown
     assert "| `options.ignoreChanges` |" in server
     assert "1 replaced" in markdown
+    # The version bump itself is an in-place upgrade of every server through the Plan.
+    plan_row = markdown.split("**slot-03-system-upgrade-server-plan**")[1].split("\n`")[0]
+    assert (
+        "| `spec.version` | `v1.33.13+k3s2` | `v1.33.14+k3s1` | in-place k3s upgrade through "
+        "system-upgrade-controller" in plan_row
+    )
     for secret in SECRETS.values():
         assert secret not in markdown
 

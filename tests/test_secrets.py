@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from typing import Any
@@ -21,10 +22,15 @@ from tools.mockrun import (
     evaluate,
 )
 
-CLIENT_KEY = "S0VZLWRhdGEtc2VjcmV0"  # client-key-data of the fake kubeconfig
+# Every key the tls provider mints here (cluster CAs, service-account key, API client key) has a
+# fake PEM whose body starts with this, whatever the stack (tools.mockrun.fake_pem).
+MINTED_KEY = base64.b64encode(b"fake-private-key-omantel").decode()
+# client-key-data in the kubeconfig: the base64 of a whole PEM private key.
+CLIENT_KEY = base64.b64encode(b"-----BEGIN PRIVATE KEY-----\n").decode()[:36]
 SECRETS = {
     "k3s token": FAKE_K3S_TOKEN,
     "deployer private key": FAKE_PRIVATE_KEY.splitlines()[1],
+    "minted private keys": MINTED_KEY,
     "kubeconfig client key": CLIENT_KEY,
     "hcloud token": FAKE_HCLOUD_TOKEN,
 }
@@ -70,7 +76,8 @@ def test_secrets_actually_flow_where_the_audit_looks(secondary: Run) -> None:
         for what, secret in SECRETS.items()
         if secret in text
     }
-    assert carried == {"k3s token", "deployer private key", "kubeconfig client key"}
+    # CA keys go to cp-1's user_data and the client key to the wait and the provider.
+    assert carried == {"k3s token", "minted private keys", "kubeconfig client key"}
 
 
 def test_hetzner_token_never_enters_the_program(primary: Run) -> None:
@@ -86,10 +93,11 @@ def test_only_the_kubeconfig_output_is_secret_and_it_is(primary: Run) -> None:
     assert FAKE_K3S_KUBECONFIG.splitlines()[0] in primary.outputs["kubeconfig"]
 
 
-def test_command_stdout_is_a_secret_output_and_not_logged(primary: Run) -> None:
-    fetch = primary.one("command:remote:Command")
-    assert "stdout" in fetch.additional_secret_outputs
-    assert fetch.inputs["logging"] == "stderr"
+def test_the_wait_gets_the_client_key_as_a_secret_and_logs_only_stderr(primary: Run) -> None:
+    wait = primary.one("command:local:Command")
+    assert "environment" in wait.secret_inputs
+    assert MINTED_KEY in wait.inputs["environment"]["SOVEREIGN_KEY"]
+    assert wait.inputs["logging"] == "stderr"
 
 
 def test_nothing_secret_reaches_the_log(caplog: pytest.LogCaptureFixture) -> None:

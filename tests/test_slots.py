@@ -10,6 +10,8 @@ from render.slots import SLOTS, active_slots
 from tools.mockrun import Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
+# Slot 03 applies the system-upgrade-controller release's manifests, not a Helm chart.
+CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
 SLOT_NAME = re.compile(r"^slot-(\d{2})-")
 
 
@@ -23,13 +25,13 @@ def slot_of(run: Run, urn: str) -> int | None:
 
 
 def registered_graph(run: Run) -> dict[int, set[int]]:
-    """slot -> slots its Helm release explicitly waits for, read from the engine requests."""
+    """slot -> slots its Helm release (or manifests) explicitly wait for, from the engine."""
     graph: dict[int, set[int]] = {}
-    for release in run.of_type(RELEASE):
+    for release in run.of_type(RELEASE) + run.of_type(CONFIG_FILE):
         own = slot_of(run, release.urn)
         assert own is not None, release.name
         waits = {slot_of(run, dep) for dep in release.dependencies}
-        graph[own] = {s for s in waits if s is not None and s != own}
+        graph.setdefault(own, set()).update(s for s in waits if s is not None and s != own)
     return graph
 
 
@@ -48,6 +50,7 @@ def test_primary_registers_exactly_the_table_graph(primary: Run) -> None:
         == {
             1: set(),
             2: {1},
+            3: {1},
             54: {1, 2},
             58: {1, 2},
         }
@@ -61,6 +64,7 @@ def test_secondary_registers_exactly_the_table_graph(secondary: Run) -> None:
         == {
             1: set(),
             2: {1},
+            3: {1},
             54: {1, 2},
             59: {1, 2},
         }
@@ -83,7 +87,7 @@ def test_each_role_runs_its_slots_in_table_order() -> None:
     from checks.preflight import parse as parse_config
     from tools.mockrun import stack_config
 
-    for stack, expected in (("primary", [1, 2, 54, 58]), ("secondary", [1, 2, 54, 59])):
+    for stack, expected in (("primary", [1, 2, 3, 54, 58]), ("secondary", [1, 2, 3, 54, 59])):
         cfg = parse_config(stack_config(stack), stack)
         assert [slot.number for slot in active_slots(cfg)] == expected
 

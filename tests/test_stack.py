@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import zlib
+
 import yaml
 
-from tools.mockrun import FAKE_K3S_TOKEN, FAKE_PRIVATE_KEY, Run, evaluate
+from tools.mockrun import FAKE_K3S_TOKEN, Run, evaluate
 
 SERVER = "hcloud:index/server:Server"
 PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"
-COMMAND = "command:remote:Command"
+COMMAND = "command:local:Command"
+LB_TARGET = "hcloud:index/loadBalancerTarget:LoadBalancerTarget"
 PROVIDER = "pulumi:providers:kubernetes"
 
 
@@ -91,12 +94,20 @@ def test_control_plane_is_protected_and_never_silently_replaced(secondary: Run) 
     assert all(ip.protect for ip in secondary.of_type(PRIMARY_IP))
 
 
-def test_replacement_needs_an_explicit_opt_in() -> None:
-    run = evaluate("primary", {"controlPlane": {"allowReplacement": True}})
-    server = run.one(SERVER)
-    assert server.ignore_changes == []
+def test_replacement_needs_an_explicit_opt_in_naming_one_server() -> None:
+    run = evaluate(
+        "secondary",
+        {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-2"}},
+    )
+    assert run.error is None, run.error
+    first, second, third = sorted(run.of_type(SERVER), key=lambda s: s.name)
+    assert second.ignore_changes == []
     # The fixed private IP must be free before the successor is created.
-    assert server.delete_before_replace is True
+    assert second.delete_before_replace is True
+    assert second.protect is False
+    for other in (first, third):
+        assert set(other.ignore_changes) == {"userData", "image", "sshKeys"}
+        assert other.protect is True
 
 
 def test_protection_can_be_switched_off_for_throwaway_regions() -> None:
@@ -127,24 +138,24 @@ def test_user_data_tls_san_matches_the_kubeconfig_server(primary: Run) -> None:
 
 
 def test_deployer_ssh_key_is_generated_per_region(primary: Run) -> None:
-    key = primary.one("tls:index/privateKey:PrivateKey")
+    key = primary.one("tls:index/privateKey:PrivateKey", "omantel-fsn1-deployer-key")
     assert key.inputs["algorithm"] == "ED25519"
     ssh_key = primary.one("hcloud:index/sshKey:SshKey")
     assert ssh_key.inputs["name"] == "omantel-fsn1-deployer"
     assert ssh_key.urn in primary.one(SERVER).dependencies
 
 
-def test_kubeconfig_is_fetched_over_ssh_after_the_servers_with_a_secret_key(secondary: Run) -> None:
-    fetch = secondary.one(COMMAND)
-    assert "connection" in fetch.secret_inputs
-    assert fetch.inputs["connection"]["privateKey"] == FAKE_PRIVATE_KEY
-    assert fetch.inputs["connection"]["user"] == "root"
-    assert fetch.inputs["logging"] == "stderr", "stdout is the kubeconfig and must not be logged"
-    assert "stdout" in fetch.additional_secret_outputs
-    assert "cloud-init status --wait" in fetch.inputs["create"]
-    assert "/etc/rancher/k3s/k3s.yaml" in fetch.inputs["create"]
+def test_the_wait_runs_on_the_deployer_after_every_server_without_ssh(secondary: Run) -> None:
+    wait = secondary.one(COMMAND)
+    assert not secondary.of_type("command:remote:Command"), "no SSH in the deploy path"
+    assert wait.inputs["interpreter"] == ["python3", "-c"]
+    assert "environment" in wait.secret_inputs, "it carries the client key"
+    env = wait.inputs["environment"]
+    assert env["SOVEREIGN_NODES"] == ",".join(f"omantel-hel1-2-cp-{n}" for n in (1, 2, 3))
+    assert int(env["SOVEREIGN_TIMEOUT"]) <= 900
     servers = {s.urn for s in secondary.of_type(SERVER)}
-    assert servers <= set(fetch.dependencies)
+    targets = {t.urn for t in secondary.of_type(LB_TARGET) if "api-lb" in t.name}
+    assert servers | targets <= set(wait.dependencies)
 
 
 def test_kubeconfig_output_is_secret_and_points_at_the_region(primary: Run) -> None:
@@ -154,12 +165,15 @@ def test_kubeconfig_output_is_secret_and_points_at_the_region(primary: Run) -> N
     assert doc["clusters"][0]["cluster"]["server"] != "https://127.0.0.1:6443"
 
 
-def test_kubernetes_provider_has_a_stable_identity_and_secret_kubeconfig(primary: Run) -> None:
+def test_kubernetes_provider_identity_and_secret_kubeconfig(primary: Run) -> None:
     provider = primary.one(PROVIDER)
-    assert provider.inputs["clusterIdentifier"] == "omantel-fsn1"
-    assert provider.inputs["deleteUnreachable"] == "true"
+    identity = primary.one("random:index/randomId:RandomId")
+    # The mock's RandomId hex is the crc32 of its name.
+    hex_id = f"{zlib.crc32(identity.name.encode()):08x}"
+    assert provider.inputs["clusterIdentifier"] == f"omantel-fsn1-{hex_id}"
+    assert identity.urn in provider.dependencies
+    assert provider.inputs["deleteUnreachable"] == "false"
     assert "kubeconfig" in provider.secret_inputs
-    assert primary.one(COMMAND).urn in provider.dependencies
 
 
 def test_every_kubernetes_resource_uses_the_region_provider(primary: Run) -> None:
@@ -184,6 +198,7 @@ def test_outputs(primary: Run, secondary: Run) -> None:
     assert primary.outputs["podCidr"] == "10.42.0.0/16"
     assert secondary.outputs["serviceCidr"] == "10.97.0.0/16"
     assert primary.secret_outputs == {"kubeconfig"}
+    assert primary.outputs["k3sVersion"] == "v1.33.13+k3s2"
 
 
 def test_load_balancer_is_optional_with_pinned_private_ip() -> None:
@@ -191,18 +206,22 @@ def test_load_balancer_is_optional_with_pinned_private_ip() -> None:
         "secondary",
         {"loadBalancer": {"enabled": True}, "cilium": {"gatewayApi": {"enabled": True}}},
     )
-    lb = run.one("hcloud:index/loadBalancer:LoadBalancer")
+    lb = run.one("hcloud:index/loadBalancer:LoadBalancer", "omantel-hel1-2-lb")
     assert lb.inputs["loadBalancerType"] == "lb11"
-    attachment = run.one("hcloud:index/loadBalancerNetwork:LoadBalancerNetwork")
+    attachment = run.one(
+        "hcloud:index/loadBalancerNetwork:LoadBalancerNetwork", "omantel-hel1-2-lb-net"
+    )
     assert attachment.inputs["ip"] == "10.0.1.254"
-    targets = run.of_type("hcloud:index/loadBalancerTarget:LoadBalancerTarget")
+    targets = [t for t in run.of_type(LB_TARGET) if "api-lb" not in t.name]
     assert len(targets) == 3
     assert all(t.inputs["usePrivateIp"] is True for t in targets)
     assert all(attachment.urn in t.dependencies for t in targets)
     services = {
         s.inputs["listenPort"]: s.inputs["destinationPort"]
         for s in run.of_type("hcloud:index/loadBalancerService:LoadBalancerService")
+        if "api-lb" not in s.name
     }
     assert services == {80: 30080, 443: 30443}
     assert run.outputs["loadBalancerIp"].startswith("203.0.113.")
-    assert evaluate("secondary").of_type("hcloud:index/loadBalancer:LoadBalancer") == []
+    lbs = evaluate("secondary").of_type("hcloud:index/loadBalancer:LoadBalancer")
+    assert [lb.name for lb in lbs] == ["omantel-hel1-2-api-lb"], "only the API endpoint"

@@ -10,6 +10,7 @@ from the root Stack after every Output has resolved, with their secretness.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import json
 import runpy
@@ -59,6 +60,12 @@ FAKE_PRIVATE_KEY = (
     "-----END OPENSSH PRIVATE KEY-----\n"
 )
 FAKE_K3S_TOKEN = "K" * 64
+
+
+def fake_pem(kind: str, name: str) -> str:
+    """A PEM-shaped stand-in, distinct per resource, so tests can follow each value."""
+    body = base64.b64encode(f"fake-{kind.lower().replace(' ', '-')}-{name}".encode()).decode()
+    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"
 
 
 def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
@@ -149,16 +156,21 @@ class RecordingMocks(pulumi.runtime.Mocks):
     """Realistic computed outputs per type, so applies downstream really run.
 
     A StackReference reads `references[target]` when given, else the referenced stack's
-    committed config in `directory` (`stack_outputs`).
+    committed config in `directory` (`stack_outputs`). `live_servers` is what Hetzner answers for
+    this region's servers (hcloud getServers): empty for a new region; tests pass servers with
+    labels to stand for a deployed one.
     """
 
     def __init__(
         self,
         references: Mapping[str, Mapping[str, Any]] | None = None,
         directory: Path | None = None,
+        live_servers: list[dict[str, Any]] | None = None,
     ) -> None:
+        super().__init__()
         self.references = dict(references or {})
         self.directory = directory
+        self.live_servers = live_servers or []
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         if args.typ == STACK_REFERENCE:
@@ -187,6 +199,16 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "tls:index/privateKey:PrivateKey":
             state["privateKeyOpenssh"] = FAKE_PRIVATE_KEY
             state["publicKeyOpenssh"] = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployerKey deployer"
+            state["privateKeyPem"] = fake_pem("PRIVATE KEY", args.name)
+            state["publicKeyFingerprintSha256"] = f"SHA256:fp-{args.name}"
+        elif typ == "tls:index/selfSignedCert:SelfSignedCert":
+            state["certPem"] = fake_pem("CERTIFICATE", args.name)
+        elif typ == "tls:index/certRequest:CertRequest":
+            state["certRequestPem"] = fake_pem("CERTIFICATE REQUEST", args.name)
+        elif typ == "tls:index/locallySignedCert:LocallySignedCert":
+            state["certPem"] = fake_pem("CERTIFICATE", args.name)
+        elif typ == "random:index/randomId:RandomId":
+            state["hex"] = f"{zlib.crc32(args.name.encode()):08x}"
         elif typ == "kubernetes:helm.sh/v3:Release":
             state["status"] = {"name": state.get("name"), "status": "deployed"}
         # Hetzner ids are integers; the program converts them with int().
@@ -195,6 +217,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     def call(
         self, args: pulumi.runtime.MockCallArgs
     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == "hcloud:index/getServers:getServers":
+            return ({"id": "servers", "servers": self.live_servers}, [])
         return ({}, [])
 
 
@@ -249,6 +273,13 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 DELETE: Any = object()
 
 
+@dataclass(frozen=True)
+class SecretValue:
+    """A config value set with `pulumi config set --secret` (for `evaluate` overrides)."""
+
+    value: str
+
+
 def stack_config(stack: str, directory: Path | None = None) -> dict[str, Any]:
     """The committed `sovereign:*` config of a stack, keys without the namespace.
 
@@ -270,6 +301,7 @@ def evaluate(
     secret_keys: Sequence[str] = (),
     references: Mapping[str, Mapping[str, Any]] | None = None,
     directory: Path | None = None,
+    live_servers: list[dict[str, Any]] | None = None,
 ) -> Run:
     """Run `__main__.py` for `stack` with its committed config, deep-merged with `overrides`.
 
@@ -280,13 +312,20 @@ def evaluate(
     run = Run(stack)
     config = dict(raw) if raw is not None else _deep_merge(stack_config(stack), overrides or {})
     all_config = {
-        f"sovereign:{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in config.items()
+        f"sovereign:{k}": json.dumps(v) if not isinstance(v, str) else v
+        for k, v in config.items()
+        if not isinstance(v, SecretValue)
     }
     all_config["hcloud:token"] = FAKE_HCLOUD_TOKEN
-    pulumi.runtime.set_all_config(
-        all_config, ["hcloud:token", *(f"sovereign:{key}" for key in secret_keys)]
-    )
-    mocks = RecordingMocks(references, directory)
+    # Keys in `secret_keys`, and values given as SecretValue, stand for
+    # `pulumi config set --secret`.
+    secret = ["hcloud:token", *(f"sovereign:{key}" for key in secret_keys)]
+    for key, value in config.items():
+        if isinstance(value, SecretValue):
+            all_config[f"sovereign:{key}"] = value.value
+            secret.append(f"sovereign:{key}")
+    pulumi.runtime.set_all_config(all_config, secret)
+    mocks = RecordingMocks(references, directory, live_servers)
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
         mocks,

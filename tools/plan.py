@@ -61,12 +61,28 @@ def _provider_urn(reference: str) -> str:
     return reference.rsplit("::", 1)[0] if reference else ""
 
 
+def plan_boot(cfg: StackConfig, node: int, api_public_ip: str | None, secret: str) -> Any:
+    """The `ServerBoot` the program gives server `node` of a new region, secrets as `secret`."""
+    from components.control_plane import boot_mode
+    from render.cloudinit import CA_FILES, ServerBoot
+
+    mode = boot_mode(cfg, node, {})
+    files = dict.fromkeys(CA_FILES, secret)
+    return ServerBoot(
+        mode=mode,
+        api_public_ip=api_public_ip,
+        ca_files=files if mode != "join" else {},
+        restore_credentials=(secret, secret) if mode == "restore" else None,
+    )
+
+
 def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[str, Any]]:
     from render.cloudinit import (
         K3S_TOKEN_LENGTH,
         USER_DATA_CAP,
         WORST_CASE_IPV4,
         render_user_data,
+        worst_case_boot,
     )
 
     by_private_ip: dict[str, Registration] = {}
@@ -76,12 +92,18 @@ def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[
         if first is not None and isinstance(first.get("ip"), str):
             by_private_ip[first["ip"]] = reg
     public_ips = as_list(run.outputs.get("controlPlanePublicIps")) or []
+    api_ip = run.outputs.get("apiLoadBalancerIp")
+    api_ip = str(api_ip) if api_ip is not None else None
     servers: list[dict[str, Any]] = []
     for node, private_ip in enumerate(cfg.control_plane_ips):
         reg = by_private_ip.get(private_ip)
         public_ip = str(public_ips[node]) if node < len(public_ips) else WORST_CASE_IPV4
-        user_data = render_user_data(cfg, node, public_ip, SECRET)
-        worst = render_user_data(cfg, node, WORST_CASE_IPV4, "x" * K3S_TOKEN_LENGTH)
+        user_data = render_user_data(
+            cfg, node, public_ip, SECRET, plan_boot(cfg, node, api_ip, SECRET)
+        )
+        worst = render_user_data(
+            cfg, node, WORST_CASE_IPV4, "x" * K3S_TOKEN_LENGTH, worst_case_boot(cfg, node)
+        )
         worst_bytes = len(worst.encode())
         servers.append(
             {

@@ -65,6 +65,16 @@ IN_PLACE_NOTES: Final[Mapping[tuple[str, str], str]] = {
         "pulumi:providers:kubernetes",
         "kubeconfig",
     ): "update in place (clusterIdentifier keeps the objects)",
+    # controlPlane.k3sVersion: the servers' user_data change is ignored; this is the upgrade.
+    (
+        "kubernetes:upgrade.cattle.io/v1:Plan",
+        "spec.version",
+    ): "in-place k3s upgrade through system-upgrade-controller (one server at a time, "
+    "cordoned; no server is replaced)",
+    (
+        "hcloud:index/server:Server",
+        'labels["openova.io/k3s-version"]',
+    ): "update in place (records the version for the next skew check)",
 }
 OPTIONS: Final = (
     "parent",

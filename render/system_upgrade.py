@@ -1,0 +1,116 @@
+"""In-place k3s upgrades: the system-upgrade-controller release and the server Plan (pure).
+
+`controlPlane.k3sVersion` is the Plan's version. Servers are upgraded one at a time and cordoned;
+no server is ever replaced for an upgrade (their user_data is ignored). New servers install the
+same pinned version from cloud-init, so a new server and an upgraded one agree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import yaml
+
+from config.models import StackConfig
+
+DATA_FILE: Final = Path(__file__).with_name("system_upgrade.yaml")
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    version: str
+    crds_url: str
+    controller_url: str
+    namespace: str
+    service_account: str
+    upgrade_image: str
+    control_plane_label: str
+
+
+def release() -> Release:
+    data = cast(dict[str, Any], yaml.safe_load(DATA_FILE.read_text()))
+    return Release(
+        version=str(data["version"]),
+        crds_url=str(data["crds_url"]),
+        controller_url=str(data["controller_url"]),
+        namespace=str(data["namespace"]),
+        service_account=str(data["service_account"]),
+        upgrade_image=str(data["upgrade_image"]),
+        control_plane_label=str(data["control_plane_label"]),
+    )
+
+
+SERVER_PLAN_NAME: Final = "k3s-server"
+# Hetzner label values allow [a-zA-Z0-9._-] only, so the k3s version's '+' becomes '-'.
+VERSION_LABEL_KEY: Final = "openova.io/k3s-version"
+_VERSION = re.compile(r"^v1\.([0-9]+)\.([0-9]+)\+k3s([0-9]+)$")
+_LABEL = re.compile(r"^v1\.([0-9]+)\.([0-9]+)-k3s([0-9]+)$")
+
+
+def version_label(version: str) -> str:
+    return version.replace("+", "-")
+
+
+def version_from_label(value: str) -> str | None:
+    """The k3s version a server label records, or None if the label is not one."""
+    return value.replace("-k3s", "+k3s") if _LABEL.fullmatch(value) else None
+
+
+def version_key(version: str) -> tuple[int, int, int]:
+    """(minor, patch, k3s revision) of `v1.<minor>.<patch>+k3s<n>`."""
+    match = _VERSION.fullmatch(version)
+    if match is None:
+        raise ValueError(f"not a k3s release: {version!r}")
+    return int(match.group(1)), int(match.group(2)), int(match.group(3))
+
+
+def skew_refusal(deployed: str, wanted: str) -> str | None:
+    """Why moving the servers from `deployed` to `wanted` breaks the skew policy, or None.
+
+    Kubernetes requires kube-apiserver not to skip minor versions when upgrading, and k3s cannot
+    go back. source: https://kubernetes.io/releases/version-skew-policy/ (kubernetes/website
+    content/en/releases/version-skew-policy.md @ 0637786, checked 2026-11-27).
+    """
+    old, new = version_key(deployed), version_key(wanted)
+    if new < old:
+        return (
+            f"a downgrade from the deployed {deployed}; k3s and etcd cannot go back (restore an "
+            "etcd snapshot of the older version instead, see README 'Backup and restore')"
+        )
+    if new[0] > old[0] + 1:
+        return (
+            f"skips minor versions from the deployed {deployed}; upgrade one minor at a time "
+            f"(next: a v1.{old[0] + 1}.x+k3sN release), as the Kubernetes skew policy requires"
+        )
+    return None
+
+
+def server_plan(cfg: StackConfig) -> dict[str, Any]:
+    """The Plan that moves every server to `controlPlane.k3sVersion`, one at a time."""
+    suc = release()
+    spec: dict[str, Any] = {
+        # One server at a time keeps etcd quorum (2 of 3) through an HA upgrade.
+        "concurrency": 1,
+        "cordon": True,
+        "nodeSelector": {
+            "matchExpressions": [
+                {"key": suc.control_plane_label, "operator": "In", "values": ["true"]}
+            ]
+        },
+        "serviceAccountName": suc.service_account,
+        "upgrade": {"image": suc.upgrade_image},
+        "version": cfg.control_plane.k3s_version,
+    }
+    if cfg.upgrades.drain:
+        # Off by default: a local-path volume pins each vCluster pod to its node, so evicting it
+        # only stops the vCluster until the node is back; cordon alone keeps it running.
+        spec["drain"] = {"force": True, "deleteEmptydirData": True, "ignoreDaemonSets": True}
+    return {
+        "apiVersion": "upgrade.cattle.io/v1",
+        "kind": "Plan",
+        "metadata": {"name": SERVER_PLAN_NAME, "namespace": suc.namespace},
+        "spec": spec,
+    }

@@ -1,0 +1,95 @@
+"""Wait, within one deadline, for the API and then for every control-plane node to be Ready.
+
+Runs on the deployer (the `command.local.Command` of the kubeconfig step, `python3 -c`), with the
+program's own client certificate: no SSH. Reads only environment variables, imports only the
+standard library. Each failure names the server and what it waited for, on stderr, and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, cast
+
+
+def _context(ca: str, cert: str, key: str, directory: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca)
+    cert_path, key_path = Path(directory, "c"), Path(directory, "k")
+    for path, pem in ((cert_path, cert), (key_path, key)):
+        # The key is written 0600 from the start, inside a private temporary directory.
+        path.touch(mode=0o600)
+        path.write_text(pem)
+    context.load_cert_chain(cert_path, key_path)
+    return context
+
+
+def _get(url: str, context: ssl.SSLContext) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=10) as response:
+            return int(response.status), cast(bytes, response.read())
+    except urllib.error.HTTPError as err:
+        return int(err.code), b""
+
+
+def _node_state(body: bytes) -> str:
+    doc = cast(dict[str, Any], json.loads(body))
+    conditions = cast(list[dict[str, Any]], doc.get("status", {}).get("conditions", []))
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    return "Ready" if ready is not None and ready.get("status") == "True" else "NotReady"
+
+
+def wait(env: dict[str, str], clock: Any = time) -> int:
+    api = env["SOVEREIGN_API"]
+    nodes = [n for n in env["SOVEREIGN_NODES"].split(",") if n]
+    addresses = dict(zip(nodes, env["SOVEREIGN_NODE_IPS"].split(","), strict=False))
+    budget = int(env["SOVEREIGN_TIMEOUT"])
+    deadline = clock.time() + budget
+    with tempfile.TemporaryDirectory() as directory:
+        context = _context(
+            env["SOVEREIGN_CA"], env["SOVEREIGN_CERT"], env["SOVEREIGN_KEY"], directory
+        )
+        steps = [("/readyz", None)] + [(f"/api/v1/nodes/{node}", node) for node in nodes]
+        for path, node in steps:
+            last = "no answer yet"
+            while True:
+                try:
+                    status, body = _get(api + path, context)
+                    if node is None and status == 200:
+                        break
+                    if node is not None and status == 200 and _node_state(body) == "Ready":
+                        print(f"{node} is Ready", file=sys.stderr)
+                        break
+                    last = f"HTTP {status}" if status != 200 else "NotReady"
+                except (OSError, ValueError) as err:
+                    last = str(err)
+                if clock.time() >= deadline:
+                    print(_failure(api, node, addresses, budget, last), file=sys.stderr)
+                    return 1
+                clock.sleep(5)
+    return 0
+
+
+def _failure(api: str, node: str | None, addresses: dict[str, str], budget: int, last: str) -> str:
+    if node is None:
+        return (
+            f"waited {budget}s for the Kubernetes API at {api}/readyz ({last}): the first "
+            "server's cloud-init or k3s did not come up; on it run `cloud-init status --long` "
+            "and `journalctl -u k3s`"
+        )
+    where = addresses.get(node, "?")
+    state = "did not register as a node" if last.startswith("HTTP 404") else "is not Ready"
+    return (
+        f"waited {budget}s for server {node} ({where}) to join and be Ready: it {state} "
+        f"({last}); on it run `cloud-init status --long` (k3s install) and `journalctl -u k3s`"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(wait(dict(os.environ)))

@@ -1,0 +1,452 @@
+"""Day 2: upgrades, the API endpoint, the cluster's identity, backups, replacement, the wait."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from checks.preflight import parse
+from components.control_plane import BOOT_LABEL_KEY
+from config.errors import SovereignConfigError
+from render import wait_for_api
+from render.cloudinit import ETCD_S3_SECRET_NAME, K3S_CONFIG_PATH, K3S_TLS_DIR
+from render.system_upgrade import release, skew_refusal
+from tools.mockrun import Run, SecretValue, evaluate, stack_config
+from tools.plan_diff import effect_of
+
+SERVER = "hcloud:index/server:Server"
+PLAN = "kubernetes:upgrade.cattle.io/v1:Plan"
+CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
+PROVIDER = "pulumi:providers:kubernetes"
+RELEASE = "kubernetes:helm.sh/v3:Release"
+BACKUPS = {
+    "backups": {"enabled": True, "bucket": "omantel-etcd"},
+    "backupsAccessKey": SecretValue("AKIA-fake-access-key-1234"),
+    "backupsSecretKey": SecretValue("fake-secret-key-abcdefghijklmnop"),
+}
+
+
+def files_of(server: Any) -> dict[str, str]:
+    doc = yaml.safe_load(server.inputs["userData"])
+    return {f["path"]: f["content"] for f in doc["write_files"]}
+
+
+def k3s_config(server: Any) -> dict[str, Any]:
+    return yaml.safe_load(files_of(server)[K3S_CONFIG_PATH])
+
+
+def live(stack: str, version: str, boot: str = "init") -> list[dict[str, Any]]:
+    """Hetzner's answer for a deployed region whose servers carry `version`."""
+    region = {"primary": "omantel-fsn1", "secondary": "omantel-hel1-2"}[stack]
+    count = 1 if stack == "primary" else 3
+    return [
+        {
+            "name": f"{region}-cp-{n}",
+            "labels": {
+                "openova.io/k3s-version": version.replace("+", "-"),
+                BOOT_LABEL_KEY: boot if n == 1 else "join",
+            },
+            "deleteProtection": True,
+        }
+        for n in range(1, count + 1)
+    ]
+
+
+def server(run: Run, n: int) -> Any:
+    return next(s for s in run.of_type(SERVER) if s.inputs["name"].endswith(f"-cp-{n}"))
+
+
+# 1. Upgrades
+
+
+def test_server_plan_carries_the_version_one_server_at_a_time_cordoned(secondary: Run) -> None:
+    plan = secondary.one(PLAN)
+    spec = plan.inputs["spec"]
+    assert spec["version"] == "v1.33.13+k3s2"
+    assert spec["concurrency"] == 1
+    assert spec["cordon"] is True
+    assert "drain" not in spec
+    assert spec["upgrade"]["image"] == "rancher/k3s-upgrade"
+    assert spec["nodeSelector"]["matchExpressions"] == [
+        {"key": "node-role.kubernetes.io/control-plane", "operator": "In", "values": ["true"]}
+    ]
+    assert plan.inputs["metadata"] == {"name": "k3s-server", "namespace": "system-upgrade"}
+
+
+def test_the_controller_is_the_pinned_release_after_its_crds_and_cilium(primary: Run) -> None:
+    files = {c.name: c for c in primary.of_type(CONFIG_FILE)}
+    crds, controller = (
+        files["slot-03-system-upgrade-crds"],
+        files["slot-03-system-upgrade-controller"],
+    )
+    tag = release().version
+    assert crds.inputs["file"].endswith(f"/releases/download/{tag}/crd.yaml")
+    assert controller.inputs["file"].endswith(f"/download/{tag}/system-upgrade-controller.yaml")
+    assert "latest" not in crds.inputs["file"] + controller.inputs["file"]
+    assert crds.urn in controller.dependencies
+    cilium = primary.one(RELEASE, "slot-01-cilium-release")
+    assert cilium.urn in crds.dependencies
+    assert {crds.urn, controller.urn} <= set(primary.one(PLAN).dependencies)
+
+
+def test_a_version_bump_changes_the_plan_not_the_servers() -> None:
+    run = evaluate(
+        "secondary",
+        {"controlPlane": {"k3sVersion": "v1.33.14+k3s1"}},
+        live_servers=live("secondary", "v1.32.11+k3s3"),
+    )
+    assert run.error is None, run.error
+    assert run.one(PLAN).inputs["spec"]["version"] == "v1.33.14+k3s1"
+    for n in (1, 2, 3):
+        s = server(run, n)
+        assert set(s.ignore_changes) == {"userData", "image", "sshKeys"}
+        assert s.inputs["labels"]["openova.io/k3s-version"] == "v1.33.14-k3s1"
+        # A server created now installs the same version the Plan moves the others to.
+        assert "\n    version=v1.33.14+k3s1\n" in s.inputs["userData"]
+
+
+@pytest.mark.parametrize(
+    ("deployed", "wanted", "reason"),
+    [
+        ("v1.33.14+k3s1", "v1.33.13+k3s2", "a downgrade from the deployed v1.33.14+k3s1"),
+        ("v1.33.13+k3s3", "v1.33.13+k3s2", "a downgrade"),
+        ("v1.31.4+k3s1", "v1.33.13+k3s2", "skips minor versions from the deployed v1.31.4+k3s1"),
+    ],
+)
+def test_skew_is_refused_at_preview_by_key_and_value(
+    deployed: str, wanted: str, reason: str
+) -> None:
+    run = evaluate(
+        "secondary",
+        {"controlPlane": {"k3sVersion": wanted}},
+        live_servers=live("secondary", deployed),
+    )
+    assert run.registrations == [], "refused before any resource"
+    message = str(run.error)
+    assert f"sovereign:controlPlane.k3sVersion = '{wanted}': {reason}" in message
+    assert "records " + deployed in message
+
+
+def test_one_minor_up_a_patch_or_the_same_version_is_allowed() -> None:
+    for deployed, wanted in (
+        ("v1.31.4+k3s1", "v1.32.0+k3s1"),
+        ("v1.31.4+k3s1", "v1.31.9+k3s1"),
+        ("v1.31.4+k3s1", "v1.31.4+k3s1"),
+    ):
+        assert skew_refusal(deployed, wanted) is None
+
+
+def test_the_diff_shows_a_bump_as_an_in_place_upgrade() -> None:
+    effect, replaces = effect_of({"type": PLAN, "ignoreChanges": []}, "spec.version")
+    assert effect.startswith("in-place k3s upgrade through system-upgrade-controller")
+    assert replaces is False
+
+
+# 2. Kubeconfig and the wait
+
+
+def test_kubeconfig_is_built_from_the_minted_ca_and_client_certificate(secondary: Run) -> None:
+    doc = yaml.safe_load(secondary.outputs["kubeconfig"])
+    lb_ip = secondary.outputs["apiLoadBalancerIp"]
+    assert doc["clusters"][0]["cluster"]["server"] == f"https://{lb_ip}:6443"
+    cert = secondary.one("tls:index/locallySignedCert:LocallySignedCert")
+    assert cert.inputs["earlyRenewalHours"] == 120 * 24
+    assert cert.inputs["validityPeriodHours"] == 365 * 24
+    assert "client_auth" in cert.inputs["allowedUses"]
+    csr = secondary.one("tls:index/certRequest:CertRequest")
+    assert csr.inputs["subject"]["organization"] == "system:masters"
+
+
+def test_the_first_server_gets_every_ca_file_and_the_joiners_none(secondary: Run) -> None:
+    first = files_of(server(secondary, 1))
+    expected = {
+        "service.key",
+        "server-ca.crt",
+        "server-ca.key",
+        "client-ca.crt",
+        "client-ca.key",
+        "request-header-ca.crt",
+        "request-header-ca.key",
+        "etcd/peer-ca.crt",
+        "etcd/peer-ca.key",
+        "etcd/server-ca.crt",
+        "etcd/server-ca.key",
+    }
+    assert {
+        p.removeprefix(K3S_TLS_DIR + "/") for p in first if p.startswith(K3S_TLS_DIR)
+    } == expected
+    for n in (2, 3):
+        assert not [p for p in files_of(server(secondary, n)) if p.startswith(K3S_TLS_DIR)]
+
+
+def test_the_first_release_waits_for_every_node(secondary: Run) -> None:
+    wait = secondary.one("command:local:Command")
+    cilium = secondary.one(RELEASE, "slot-01-cilium-release")
+    assert wait.urn in cilium.dependencies
+
+
+def _env(**over: str) -> dict[str, str]:
+    env = {
+        "SOVEREIGN_API": "https://127.0.0.1:9",
+        "SOVEREIGN_CA": "",
+        "SOVEREIGN_CERT": "",
+        "SOVEREIGN_KEY": "",
+        "SOVEREIGN_NODES": "omantel-hel1-2-cp-1,omantel-hel1-2-cp-2",
+        "SOVEREIGN_NODE_IPS": "198.51.100.1,198.51.100.2",
+        "SOVEREIGN_TIMEOUT": "12",
+    }
+    env.update(over)
+    return env
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_wait_is_bounded_and_says_what_it_waited_for(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(wait_for_api, "_context", lambda *a: None)
+
+    def refused(url: str, context: Any) -> tuple[int, bytes]:
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(wait_for_api, "_get", refused)
+    assert wait_for_api.wait(_env(), FakeClock()) == 1
+    err = capsys.readouterr().err
+    assert "waited 12s for the Kubernetes API at https://127.0.0.1:9/readyz" in err
+    assert "connection refused" in err
+
+
+def test_the_wait_names_the_server_that_never_joined(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(wait_for_api, "_context", lambda *a: None)
+    ready = b'{"status": {"conditions": [{"type": "Ready", "status": "True"}]}}'
+
+    def answer(url: str, context: Any) -> tuple[int, bytes]:
+        if url.endswith("/readyz") or url.endswith("cp-1"):
+            return 200, ready
+        return 404, b""
+
+    monkeypatch.setattr(wait_for_api, "_get", answer)
+    assert wait_for_api.wait(_env(), FakeClock()) == 1
+    err = capsys.readouterr().err
+    assert "omantel-hel1-2-cp-1 is Ready" in err
+    assert "server omantel-hel1-2-cp-2 (198.51.100.2) to join and be Ready" in err
+    assert "did not register as a node" in err
+    assert "cloud-init status --long" in err
+
+
+def test_the_wait_really_times_out_against_a_closed_port() -> None:
+    # The real script with a real TLS context and real sockets, nothing listening: it must give
+    # up at its bound (the clock is simulated so the test does not sleep through it).
+    started = time.monotonic()
+    ca, cert, key = _self_signed()
+    env = _env(SOVEREIGN_TIMEOUT="30", SOVEREIGN_CA=ca, SOVEREIGN_CERT=cert, SOVEREIGN_KEY=key)
+    assert wait_for_api.wait(env, FakeClock()) == 1
+    assert time.monotonic() - started < 20
+
+
+def _self_signed() -> tuple[str, str, str]:
+    """A throwaway CA and client pair from the system openssl (present wherever ssl is)."""
+    with tempfile.TemporaryDirectory() as d:
+        subprocess.run(
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                f"{d}/k",
+                "-out",
+                f"{d}/c",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=t",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        cert, key = Path(d, "c").read_text(), Path(d, "k").read_text()
+    return cert, cert, key
+
+
+# 3. Identity and teardown
+
+
+def test_identity_keeps_when_cp1_joined_and_follows_a_new_init_server() -> None:
+    fresh = evaluate("secondary")
+    keep = evaluate(
+        "secondary",
+        {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-1"}},
+        live_servers=live("secondary", "v1.33.13+k3s2"),
+    )
+    assert keep.error is None, keep.error
+    assert fresh.one("random:index/randomId:RandomId").ignore_changes == []
+    identity = keep.one("random:index/randomId:RandomId")
+    assert identity.ignore_changes == ["keepers.initServer"]
+    assert set(identity.inputs["keepers"]) == {"serverCaKey", "initServer"}
+    # The replaced cp-1 joins through the API endpoint instead of starting a new cluster.
+    flags = k3s_config(server(keep, 1))
+    assert flags["server"] == "https://10.0.1.253:6443"
+    assert "cluster-init" not in flags
+    assert server(keep, 1).inputs["labels"][BOOT_LABEL_KEY] == "join"
+
+
+def test_delete_unreachable_is_off_unless_tearing_down(primary: Run) -> None:
+    assert primary.one(PROVIDER).inputs["deleteUnreachable"] == "false"
+    run = evaluate("primary", {"teardown": True})
+    assert run.one(PROVIDER).inputs["deleteUnreachable"] == "true"
+
+
+# 4. Backups
+
+
+def test_backups_go_to_object_storage_with_secret_credentials_not_in_user_data() -> None:
+    run = evaluate("primary", BACKUPS)
+    assert run.error is None, run.error
+    flags = k3s_config(run.one(SERVER))
+    assert flags["etcd-s3"] is True
+    assert flags["etcd-s3-config-secret"] == ETCD_S3_SECRET_NAME
+    assert flags["etcd-snapshot-schedule-cron"] == "0 */6 * * *"
+    assert flags["etcd-snapshot-retention"] == 28
+    assert "fake-secret-key" not in run.one(SERVER).inputs["userData"]
+    secret = run.one("kubernetes:core/v1:Secret")
+    assert secret.inputs["metadata"] == {"name": ETCD_S3_SECRET_NAME, "namespace": "kube-system"}
+    assert "stringData" in secret.secret_inputs
+    data = secret.inputs["stringData"]
+    assert data["etcd-s3-endpoint"] == "fsn1.your-objectstorage.com"
+    assert data["etcd-s3-bucket"] == "omantel-etcd"
+    assert data["etcd-s3-folder"] == "fsn1"
+    assert data["etcd-s3-secret-key"] == "fake-secret-key-abcdefghijklmnop"
+
+
+def test_local_snapshots_are_kept_without_backups(primary: Run) -> None:
+    flags = k3s_config(primary.one(SERVER))
+    assert flags["etcd-snapshot-retention"] == 28
+    assert "etcd-s3" not in flags
+
+
+def test_backup_problems_are_listed_by_key() -> None:
+    raw = stack_config("primary") | {
+        "backups": {"enabled": True},
+        "region": {**stack_config("primary")["region"]},
+    }
+    raw["backupsAccessKey"] = "plain"
+    with pytest.raises(SovereignConfigError) as err:
+        parse(raw, "primary", secret_keys=frozenset())
+    message = str(err.value)
+    assert "sovereign:backups.bucket = (not set): required" in message
+    assert (
+        "sovereign:backupsAccessKey = [redacted]: the Object Storage access key of etcd backups "
+        "in plain text in the stack file" in message
+    )
+    assert "sovereign:backupsSecretKey = (not set): required" in message
+    assert "plain" not in message.replace("plain text", "")
+
+
+# 5. API endpoint
+
+
+def test_ha_api_endpoint_is_a_load_balancer_in_the_certificate(secondary: Run) -> None:
+    lb = secondary.one("hcloud:index/loadBalancer:LoadBalancer", "omantel-hel1-2-api-lb")
+    service = secondary.one(
+        "hcloud:index/loadBalancerService:LoadBalancerService", "omantel-hel1-2-api-lb-6443"
+    )
+    assert (service.inputs["listenPort"], service.inputs["destinationPort"]) == (6443, 6443)
+    assert service.inputs["healthCheck"]["protocol"] == "tcp"
+    assert lb.inputs["name"] == "omantel-hel1-2-api"
+    lb_ip = secondary.outputs["apiLoadBalancerIp"]
+    for n in (1, 2, 3):
+        assert {lb_ip, "10.0.1.253"} <= set(k3s_config(server(secondary, n))["tls-san"])
+
+
+def test_single_server_region_has_no_api_load_balancer(primary: Run) -> None:
+    assert primary.outputs["apiLoadBalancerIp"] is None
+    ip = primary.outputs["controlPlanePublicIps"][0]
+    assert primary.outputs["apiServer"] == f"https://{ip}:6443"
+
+
+# 6. Replacement
+
+
+def test_allow_replacement_without_a_named_server_is_refused() -> None:
+    run = evaluate("secondary", {"controlPlane": {"allowReplacement": True}})
+    assert run.registrations == []
+    assert "sovereign:replacement.server = (not set): required" in str(run.error)
+
+
+def test_a_protected_server_is_unprotected_first_and_replaced_the_next_up() -> None:
+    over = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-3"}}
+    first = evaluate("secondary", over, live_servers=live("secondary", "v1.33.13+k3s2"))
+    cp3 = server(first, 3)
+    assert cp3.inputs["deleteProtection"] is False
+    assert cp3.protect is False
+    assert set(cp3.ignore_changes) == {"userData", "image", "sshKeys"}
+    unprotected = live("secondary", "v1.33.13+k3s2")
+    unprotected[2]["deleteProtection"] = False
+    second = evaluate("secondary", over, live_servers=unprotected)
+    assert server(second, 3).ignore_changes == []
+    assert server(second, 3).delete_before_replace is True
+
+
+def test_single_server_replacement_needs_a_snapshot_to_restore() -> None:
+    over = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-1"}}
+    refused = evaluate("primary", over)
+    assert "sovereign:replacement.restoreSnapshot = (not set): replacing the only server" in str(
+        refused.error
+    )
+    restore = {
+        **BACKUPS,
+        **over,
+        "replacement": {"server": "cp-1", "restoreSnapshot": "etcd-snapshot-cp-1-1700000000"},
+    }
+    run = evaluate("primary", restore)
+    assert run.error is None, run.error
+    files = files_of(run.one(SERVER))
+    script = files["/root/k3s-restore.sh"]
+    assert (
+        "k3s server --cluster-reset --etcd-s3 --cluster-reset-restore-path=etcd-snapshot-cp-1-1700000000"
+        in script
+    )
+    assert "--etcd-s3-endpoint=fsn1.your-objectstorage.com" in script
+    assert "--etcd-s3-bucket=omantel-etcd" in script
+    assert "userData" in run.one(SERVER).secret_inputs
+    doc = yaml.safe_load(run.one(SERVER).inputs["userData"])
+    assert ["sh", "/root/k3s-restore.sh"] in doc["runcmd"]
+    assert doc["runcmd"][-1] == ["systemctl", "start", "k3s"]
+
+
+def test_a_server_beyond_the_count_is_refused() -> None:
+    over = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-3"}}
+    message = str(evaluate("primary", {**BACKUPS, **over}).error)
+    assert "sovereign:replacement.server = 'cp-3': this region has 1 server(s)" in message
+
+
+def test_api_problems_are_listed_by_key() -> None:
+    run = evaluate(
+        "secondary",
+        {"api": {"privateIp": "10.0.1.3", "renewBeforeDays": 400}},
+    )
+    message = str(run.error)
+    assert "sovereign:api.privateIp = '10.0.1.3': a free host address of 10.0.1.0/24" in message
+    assert "sovereign:api.renewBeforeDays = 400: fewer days than" in message
