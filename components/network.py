@@ -88,8 +88,10 @@ class RegionNetwork(pulumi.ComponentResource):
             rules=[hcloud.FirewallRuleArgs(**rule) for rule in firewall_rules(cfg)],
             opts=child,
         )
-        # A key generated per region lets `pulumi up` read the kubeconfig over SSH without an
-        # operator's private key ever entering config; it lives only in encrypted state.
+        # Hetzner mails a root password for a server created without an SSH key. A key generated
+        # per region avoids that without an operator's private key ever entering config; its
+        # private half lives only in encrypted state (break-glass access; `pulumi up` itself
+        # uses no SSH since the kubeconfig is built from the minted CAs).
         self.deployer_key = tls.PrivateKey(f"{name}-deployer-key", algorithm="ED25519", opts=child)
         self.deployer_private_key: pulumi.Output[str] = pulumi.Output.secret(
             self.deployer_key.private_key_openssh

@@ -242,7 +242,7 @@ class Access(_Model):
     ssh_allowed_cidrs: list[SshCidr] = Field(
         default_factory=list[str],
         max_length=20,
-        description="Sources allowed to TCP 22; must include the deployer (kubeconfig over SSH).",
+        description="Sources allowed to TCP 22 (operators); the default API sources too.",
     )
     api_allowed_cidrs: Annotated[list[Cidr], Field(min_length=1, max_length=20)] | None = Field(
         default=None,
@@ -255,8 +255,10 @@ class Access(_Model):
     def _deployer_reachable(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError(
-                "empty, but `pulumi up` reads the kubeconfig over SSH from the first control-plane "
-                'server; add the deployer\'s address, e.g. ["203.0.113.7/32"]'
+                "empty, but operators reach the servers over SSH only from these sources, and the "
+                "Kubernetes API that `pulumi up` deploys through defaults to them "
+                "(sovereign:access.apiAllowedCidrs); add the deployer's and operators' addresses, "
+                'e.g. ["203.0.113.7/32"]'
             )
         # However the ranges are split, their union must not be a whole address family.
         world = grammar.world_families([ipaddress.ip_network(cidr) for cidr in value])

@@ -74,10 +74,11 @@ def test_wrong_types_are_reported_with_their_value() -> None:
     assert "sovereign:controlPlane.protect = 'maybe': Input should be a valid boolean" in message
 
 
-def test_ssh_closed_is_refused_because_the_kubeconfig_is_read_over_ssh() -> None:
+def test_ssh_closed_is_refused_because_operators_and_the_default_api_sources_need_it() -> None:
     message, _ = refused({"access": {"sshAllowedCidrs": []}})
     assert (
-        "sovereign:access.sshAllowedCidrs = []: empty, but `pulumi up` reads the kubeconfig over SSH"
+        "sovereign:access.sshAllowedCidrs = []: empty, but operators reach the servers over SSH only "
+        "from these sources, and the Kubernetes API that `pulumi up` deploys through defaults to them"
         in message
     )
 
