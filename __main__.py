@@ -10,7 +10,7 @@ from components.control_plane import ControlPlane, ControlPlaneArgs
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
 from components.network import RegionNetwork, RegionNetworkArgs
 from components.slots import build_slots
-from config.models import load_config
+from config.models import load_config, registry_mirror_password
 from render.naming import prefix, region_label
 from render.slots import active_vclusters
 
@@ -19,7 +19,10 @@ cfg = load_config(check=preflight)
 name = prefix(cfg)
 
 network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg))
-control_plane = ControlPlane(name, ControlPlaneArgs(cfg=cfg, network=network))
+control_plane = ControlPlane(
+    name,
+    ControlPlaneArgs(cfg=cfg, network=network, registry_password=registry_mirror_password()),
+)
 first_server = control_plane.servers[0]
 
 kubeconfig = Kubeconfig(

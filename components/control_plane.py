@@ -20,9 +20,11 @@ from render.naming import NODE_ROLE_LABEL_KEY, hetzner_labels, prefix
 REPLACING_INPUTS: Final = ["user_data", "image", "ssh_keys"]
 
 
-def checked_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) -> str:
+def checked_user_data(
+    cfg: StackConfig, node: int, public_ip: str, token: str, registry_password: str | None = None
+) -> str:
     """Render, refusing (at `up`, with the real addresses) anything over Hetzner's cap."""
-    user_data = render_user_data(cfg, node, public_ip, token)
+    user_data = render_user_data(cfg, node, public_ip, token, registry_password)
     size = len(user_data.encode())
     if size > USER_DATA_CAP:
         raise SovereignConfigError(
@@ -43,6 +45,7 @@ def server_options(cfg: StackConfig) -> tuple[bool, list[str], bool]:
 class ControlPlaneArgs:
     cfg: StackConfig
     network: RegionNetwork
+    registry_password: pulumi.Output[str] | None = None
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -83,9 +86,14 @@ class ControlPlane(pulumi.ComponentResource):
                 labels=labels,
                 opts=pulumi.ResourceOptions(parent=self, protect=protect),
             )
+            # The mirror password (a secret config value) joins the token inside user_data,
+            # which is secret as a whole.
+            password = args.registry_password or pulumi.Output.from_input("")
             user_data = pulumi.Output.secret(
-                pulumi.Output.all(public_ip.ip_address, self.token.result).apply(
-                    lambda values, node=node: checked_user_data(cfg, node, values[0], values[1])
+                pulumi.Output.all(public_ip.ip_address, self.token.result, password).apply(
+                    lambda values, node=node: checked_user_data(
+                        cfg, node, values[0], values[1], values[2] or None
+                    )
                 )
             )
             server = hcloud.Server(

@@ -256,14 +256,37 @@ class LoadBalancer(_Model):
     )
 
 
-class RegistryMirror(_Model):
-    """containerd mirror through an image proxy (k3s registries.yaml)."""
+# Every registry the pinned charts pull from (their rendered images: tests/test_render_checks.py
+# keeps this in step), each through its own proxy project on the mirror host.
+DEFAULT_MIRROR_PROJECTS: Final[Mapping[str, str]] = {
+    "docker.io": "proxy-dockerhub",
+    "ghcr.io": "proxy-ghcr",
+    "quay.io": "proxy-quay",
+    "registry.k8s.io": "proxy-k8s",
+}
+# The mirror's password is its own secret config key, never part of the structured object:
+# `pulumi config set --secret sovereign:registryMirrorPassword ...`.
+REGISTRY_PASSWORD_KEY: Final = "registryMirrorPassword"
 
-    enabled: bool = Field(default=False, description="Write /etc/rancher/k3s/registries.yaml.")
+
+class RegistryMirror(_Model):
+    """Opt-in containerd mirror through an image proxy (k3s registries.yaml)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Pull every image through the proxy (/etc/rancher/k3s/registries.yaml); "
+        "off: each image comes from its upstream registry without credentials.",
+    )
     host: str = Field(default="harbor.openova.io", description="Proxy registry host.")
     projects: dict[str, str] = Field(
-        default_factory=lambda: {"docker.io": "proxy-dockerhub", "ghcr.io": "proxy-ghcr"},
-        description="Upstream registry -> proxy project on the host.",
+        default_factory=lambda: dict(DEFAULT_MIRROR_PROJECTS),
+        description="Upstream registry -> proxy project on the host; every registry the "
+        "charts pull from needs one.",
+    )
+    username: str | None = Field(
+        default=None,
+        description="Mirror login; the password is the secret key "
+        f"sovereign:{REGISTRY_PASSWORD_KEY}.",
     )
 
 
@@ -301,8 +324,11 @@ class PodSecurity(_Model):
 
 
 class Image(_Model):
-    registry: str = Field(default="harbor.openova.io", description="Mirror registry.")
-    repository: str = Field(default="proxy-ghcr/loft-sh/vcluster", description="Repository.")
+    # v0.20.0 publishes one build as ghcr.io/loft-sh/vcluster and .../vcluster-oss (its
+    # .goreleaser.yaml); the chart's default loft-sh/vcluster-pro is built outside the open
+    # source repository. render/vcluster_image.yaml keeps the facts and their sources.
+    registry: str = Field(default="ghcr.io", description="Registry (upstream, public).")
+    repository: str = Field(default="loft-sh/vcluster-oss", description="Repository.")
     tag: str = Field(default="0.20.0", description="Pinned tag.")
     digest: str | None = Field(default=None, description="Optional sha256 digest pin.")
 
@@ -340,7 +366,11 @@ class VCluster(_Model):
         default=None, description="Unset: on where the region's role runs it (A4)."
     )
     pod_security: PodSecurity = Field(default_factory=PodSecurity, description="PSS labels.")
-    image: Image = Field(default_factory=Image, description="Syncer image through the mirror.")
+    image: Image = Field(default_factory=Image, description="Syncer image.")
+    telemetry: bool = Field(
+        default=False,
+        description="Send vCluster usage telemetry to loft.sh (the chart's default is on).",
+    )
     security: VClusterSecurity = Field(
         default_factory=VClusterSecurity, description="Security contexts."
     )
@@ -498,6 +528,8 @@ def _raw_from_pulumi() -> tuple[dict[str, Any], frozenset[str]]:
         if k.startswith(prefix) and runtime_config.is_config_secret(k)
     )
     for full_key in sorted(k for k in keys if k.startswith(prefix)):
+        if full_key == f"{prefix}{REGISTRY_PASSWORD_KEY}":
+            continue  # a secret Output, never a model value: `registry_mirror_password()`
         text = runtime_config.get_config(full_key)
         try:
             raw[full_key.removeprefix(prefix)] = json.loads(text)
@@ -506,7 +538,41 @@ def _raw_from_pulumi() -> tuple[dict[str, Any], frozenset[str]]:
     return raw, secret
 
 
+def _password_problems(cfg: StackConfig) -> list[Problem]:
+    full_key = f"{NAMESPACE}:{REGISTRY_PASSWORD_KEY}"
+    present = runtime_config.get_config(full_key) is not None
+    path = f"{NAMESPACE}:{REGISTRY_PASSWORD_KEY}"
+    if present and not runtime_config.is_config_secret(full_key):
+        return [
+            Problem(
+                path,
+                "[redacted]",
+                "a secret: pulumi config set --secret "
+                f"{full_key} <password> (a plain value would sit in the stack file and state)",
+            )
+        ]
+    if cfg.registry_mirror.username is not None and not present:
+        return [
+            Problem(
+                path,
+                "(not set)",
+                f"required with sovereign:registryMirror.username "
+                f"{cfg.registry_mirror.username!r}: pulumi config set --secret {full_key} <password>",
+            )
+        ]
+    return []
+
+
+def registry_mirror_password() -> pulumi.Output[str] | None:
+    """The mirror's password as a secret Output (None without one)."""
+    return pulumi.Config(NAMESPACE).get_secret(REGISTRY_PASSWORD_KEY)
+
+
 def load_config(check: Check = _no_checks) -> StackConfig:
     """Read and validate this stack's configuration, or raise one `SovereignConfigError`."""
     raw, secret_keys = _raw_from_pulumi()
-    return parse_config(raw, pulumi.get_stack(), secret_keys, check)
+
+    def checks(cfg: StackConfig) -> list[Problem]:
+        return [*check(cfg), *_password_problems(cfg)]
+
+    return parse_config(raw, pulumi.get_stack(), secret_keys, checks)

@@ -116,10 +116,15 @@ def k3s_server_config(cfg: StackConfig, node: int, public_ip: str, token: str) -
     return config
 
 
-def registries(cfg: StackConfig) -> dict[str, Any]:
-    """k3s `registries.yaml`: pull every upstream registry through the proxy project."""
+def registries(cfg: StackConfig, password: str | None = None) -> dict[str, Any]:
+    """k3s `registries.yaml`: pull every upstream registry through its proxy project.
+
+    Format per https://docs.k3s.io/installation/private-registry (checked 2026-11-27):
+    `mirrors.<upstream>.endpoint/rewrite`, credentials in `configs.<mirror host>.auth`. The
+    password only ever arrives here inside the secret user_data Output.
+    """
     mirror = cfg.registry_mirror
-    return {
+    doc: dict[str, Any] = {
         "mirrors": {
             upstream: {
                 "endpoint": [f"https://{mirror.host}"],
@@ -128,13 +133,18 @@ def registries(cfg: StackConfig) -> dict[str, Any]:
             for upstream, project in sorted(mirror.projects.items())
         }
     }
+    if mirror.username is not None and password is not None:
+        doc["configs"] = {mirror.host: {"auth": {"username": mirror.username, "password": password}}}
+    return doc
 
 
 def _file(path: str, content: str, permissions: str = "0600") -> dict[str, Any]:
     return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
 
 
-def cloud_config(cfg: StackConfig, node: int, public_ip: str, token: str) -> dict[str, Any]:
+def cloud_config(
+    cfg: StackConfig, node: int, public_ip: str, token: str, registry_password: str | None = None
+) -> dict[str, Any]:
     """The cloud-config document of one control-plane server."""
     files = [
         _file(K3S_CONFIG_PATH, yaml.safe_dump(k3s_server_config(cfg, node, public_ip, token))),
@@ -147,7 +157,7 @@ def cloud_config(cfg: StackConfig, node: int, public_ip: str, token: str) -> dic
         },
     ]
     if cfg.registry_mirror.enabled:
-        files.append(_file(REGISTRIES_PATH, yaml.safe_dump(registries(cfg))))
+        files.append(_file(REGISTRIES_PATH, yaml.safe_dump(registries(cfg, registry_password))))
     return {
         "write_files": files,
         "runcmd": [
@@ -164,7 +174,10 @@ def cloud_config(cfg: StackConfig, node: int, public_ip: str, token: str) -> dic
     }
 
 
-def render_user_data(cfg: StackConfig, node: int, public_ip: str, token: str) -> str:
+def render_user_data(
+    cfg: StackConfig, node: int, public_ip: str, token: str, registry_password: str | None = None
+) -> str:
     """user_data as Hetzner receives it."""
-    body = yaml.safe_dump(cloud_config(cfg, node, public_ip, token), sort_keys=False, width=1000)
+    doc = cloud_config(cfg, node, public_ip, token, registry_password)
+    body = yaml.safe_dump(doc, sort_keys=False, width=1000)
     return "#cloud-config\n" + body
