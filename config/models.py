@@ -557,7 +557,8 @@ def _password_problems(cfg: StackConfig) -> list[Problem]:
                 path,
                 "(not set)",
                 f"required with sovereign:registryMirror.username "
-                f"{cfg.registry_mirror.username!r}: pulumi config set --secret {full_key} <password>",
+                f"{cfg.registry_mirror.username!r}: "
+                f"pulumi config set --secret {full_key} <password>",
             )
         ]
     return []

@@ -134,7 +134,9 @@ def registries(cfg: StackConfig, password: str | None = None) -> dict[str, Any]:
         }
     }
     if mirror.username is not None and password is not None:
-        doc["configs"] = {mirror.host: {"auth": {"username": mirror.username, "password": password}}}
+        doc["configs"] = {
+            mirror.host: {"auth": {"username": mirror.username, "password": password}}
+        }
     return doc
 
 

@@ -13,14 +13,18 @@ Helm renders offline with its built-in default capabilities: `lookup` returns no
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import yaml
+
+from render.cache import cached, key
 
 if TYPE_CHECKING:
     import helm_python
@@ -30,6 +34,10 @@ _SEPARATOR: Final = re.compile(r"^---.*$", re.MULTILINE)
 _Loader: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Helm installs only these templates (NOTES.txt is shown to the user, not applied).
 MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+
+
+# Part of every cache key: bump it whenever what is stored for a render changes shape.
+CACHE_FORMAT: Final = 2
 
 
 class RenderError(ValueError):
@@ -96,17 +104,54 @@ def _chart(package: str) -> helm_python.Chart:
     return helm_python.Chart.load(package)
 
 
+def _helm_render(package: str, values_json: str, name: str, namespace: str) -> dict[str, str]:
+    from helm_python import HelmError
+
+    try:
+        return _chart(package).render(json.loads(values_json), name=name, namespace=namespace)
+    except HelmError as err:
+        raise RenderError(f"{Path(package).name}: {err}") from None
+
+
+@functools.lru_cache(maxsize=8)
+def _package_digest(package: str) -> str:
+    return hashlib.sha256(Path(package).read_bytes()).hexdigest()
+
+
 @functools.lru_cache(maxsize=128)
 def _render(
     package: str, values_json: str, name: str, namespace: str
 ) -> tuple[RenderedObject, ...]:
-    from helm_python import HelmError
+    # Helm's output is a function of the package bytes, the values, the release's name and
+    # namespace and Helm's own version: all of them are the key.
+    digest = key(
+        "helm-render",
+        CACHE_FORMAT,
+        _package_digest(package),
+        values_json,
+        name,
+        namespace,
+        _helm_version(),
+    )
+    # Stored as parsed documents: reading JSON back is ten times faster than parsing YAML.
+    documents: list[list[Any]] = cached(
+        "render",
+        digest,
+        lambda: [
+            [obj.template, obj.doc]
+            for obj in split_documents(
+                _helm_render(package, values_json, name, namespace), namespace
+            )
+        ],
+    )
+    return tuple(
+        RenderedObject(str(t), cast("Mapping[str, Any]", d), namespace) for t, d in documents
+    )
 
-    try:
-        manifests = _chart(package).render(json.loads(values_json), name=name, namespace=namespace)
-    except HelmError as err:
-        raise RenderError(f"{Path(package).name}: {err}") from None
-    return split_documents(manifests, namespace)
+
+@functools.cache
+def _helm_version() -> str:
+    return metadata.version("helm-python-sdk")
 
 
 def render_chart(
