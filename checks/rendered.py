@@ -128,18 +128,18 @@ def mirror_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> li
     mirror = cfg.registry_mirror
     if not mirror.enabled:
         return []
-    missing: dict[str, list[str]] = {}
+    missing: dict[str, set[str]] = {}
     for release in rendered:
         for use in image_uses(release.objects):
             registry = registry_of(use.image)
             if registry not in mirror.projects and registry != mirror.host:
-                missing.setdefault(registry, []).append(f"{release.spec.name}: {use.image}")
+                missing.setdefault(registry, set()).add(f"{release.spec.name}: {use.image}")
     return [
         Problem(
             "sovereign:registryMirror.projects",
             repr(registry),
             f"no proxy project for {registry}, which {len(uses)} image(s) come from "
-            f"({sorted(set(uses))[0]}{', ...' if len(set(uses)) > 1 else ''}); add "
+            f"({sorted(uses)[0]}{', ...' if len(uses) > 1 else ''}); add "
             f'"{registry}": "<project on {mirror.host}>", or they bypass the mirror',
         )
         for registry, uses in sorted(missing.items())
@@ -302,7 +302,7 @@ def ccnp_errors(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
     return errors
 
 
-def _crd_schemas(rendered: Sequence[RenderedRelease]) -> dict[tuple[str, str], Mapping[str, Any]]:
+def crd_schemas(rendered: Sequence[RenderedRelease]) -> dict[tuple[str, str], Mapping[str, Any]]:
     """openAPIV3Schema of every CRD the charts install, by (apiVersion, kind)."""
     found: dict[tuple[str, str], Mapping[str, Any]] = {}
     for release in rendered:
@@ -346,7 +346,7 @@ def schema_problems(
 ) -> list[Problem]:
     """Every rendered object and every object the program declares, against its schema."""
     version = cfg.control_plane.k3s_version
-    crds = _crd_schemas(rendered)
+    crds = crd_schemas(rendered)
     problems: list[Problem] = []
     labelled: list[tuple[str, Mapping[str, Any]]] = [
         (_where(release, obj), obj.doc) for release in rendered for obj in release.objects

@@ -215,15 +215,21 @@ def evaluate(
     overrides: Mapping[str, Any] | None = None,
     raw: Mapping[str, Any] | None = None,
     on_run: Callable[[], None] | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> Run:
-    """Run `__main__.py` for `stack` with its committed config, deep-merged with `overrides`."""
+    """Run `__main__.py` for `stack` with its committed config, deep-merged with `overrides`.
+
+    `secrets`: extra `sovereign:*` keys set as secret config (`pulumi config set --secret`).
+    """
     run = Run(stack)
     config = dict(raw) if raw is not None else _deep_merge(stack_config(stack), overrides or {})
     all_config = {
         f"sovereign:{k}": json.dumps(v) if not isinstance(v, str) else v for k, v in config.items()
     }
     all_config["hcloud:token"] = FAKE_HCLOUD_TOKEN
-    pulumi.runtime.set_all_config(all_config, ["hcloud:token"])
+    secret_keys = ["hcloud:token", *(f"sovereign:{k}" for k in secrets or {})]
+    all_config.update({f"sovereign:{k}": v for k, v in (secrets or {}).items()})
+    pulumi.runtime.set_all_config(all_config, secret_keys)
     mocks = RecordingMocks()
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
