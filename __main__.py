@@ -24,7 +24,7 @@ from components.pki import ClusterPki, ClusterPkiArgs
 from components.slots import build_slots
 from config.day2 import load_backup_credentials
 from config.errors import SovereignConfigError
-from config.models import load_config
+from config.models import load_config, registry_mirror_password
 from render.cloudinit import kubeconfig_server
 from render.naming import prefix, region_label
 from render.slots import active_vclusters
@@ -57,7 +57,12 @@ pki = ClusterPki(name, ClusterPkiArgs(cfg=cfg), opts=gate)
 control_plane = ControlPlane(
     name,
     ControlPlaneArgs(
-        cfg=cfg, network=network, pki=pki, live=live, backup_credentials=backup_credentials
+        cfg=cfg,
+        network=network,
+        pki=pki,
+        live=live,
+        backup_credentials=backup_credentials,
+        registry_password=registry_mirror_password(),
     ),
     opts=gate,
 )

@@ -41,6 +41,8 @@ SDKS_AS_USED = SDKS + (
     "; import pulumi_kubernetes.core.v1, pulumi_kubernetes.meta.v1, pulumi_kubernetes.helm.v3,"
     " pulumi_kubernetes.networking.v1, pulumi_kubernetes.apiextensions, pulumi_kubernetes.yaml.v2"
 )
+# Rendering (issue 9) adds Helm's Go SDK and the Kubernetes schema validator to the plan.
+SDKS_AS_USED_RENDERING = SDKS_AS_USED + "; import helm_python, jsonschema, kubernetes_validate"
 TIME = "/usr/bin/time"
 REGIONS = (1, 10, 50)
 # Wall time counts as linear in regions when a straight line explains this much of it.
@@ -56,7 +58,13 @@ class Result:
     ok: bool
 
 
-def measure(name: str, argv: Sequence[str], repeat: int, cwd: Path = ROOT) -> Result:
+def measure(
+    name: str,
+    argv: Sequence[str],
+    repeat: int,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+) -> Result:
     walls: list[float] = []
     peak_kb = 0
     ok = True
@@ -65,7 +73,14 @@ def measure(name: str, argv: Sequence[str], repeat: int, cwd: Path = ROOT) -> Re
         command = [TIME, "-v", *argv] if use_time else list(argv)
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
-        proc = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            command,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, **(env or {})},
+        )
         walls.append(time.perf_counter() - start)
         ok = ok and proc.returncode == 0
         if use_time and (match := RSS.search(proc.stderr)):
@@ -105,6 +120,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "import the SDKs + k8s submodules the program uses", [PYTHON, "-c", SDKS_AS_USED], n
         ),
         measure(
+            "import the SDKs + k8s submodules + helm_python, jsonschema, kubernetes_validate",
+            [PYTHON, "-c", SDKS_AS_USED_RENDERING],
+            n,
+        ),
+        # No render cache: every chart rendered by Helm and every object validated.
+        measure(
+            "plan primary, cold (no render cache)",
+            [PYTHON, "-m", "tools.plan", "primary", "--json", "-"],
+            n,
+            env={"SOVEREIGN_CACHE_DIR": ""},
+        ),
+        measure(
             "plan primary (1 server)", [PYTHON, "-m", "tools.plan", "primary", "--json", "-"], n
         ),
         measure(
@@ -141,13 +168,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_name = {r.name: r for r in results}
     bare = by_name["import the SDKs alone"].seconds
     used = by_name["import the SDKs + k8s submodules the program uses"].seconds
+    rendering = by_name[
+        "import the SDKs + k8s submodules + helm_python, jsonschema, kubernetes_validate"
+    ].seconds
     plan = by_name["plan primary (1 server)"].seconds
+    cold = by_name["plan primary, cold (no render cache)"].seconds
     print("\nGoals:")
     print(
-        f"- plan of one stack {plan:.2f} s = {plan / bare:.1f}x the bare import ({bare:.2f} s), "
-        f"{plan / used:.1f}x the import of what the program uses ({used:.2f} s): "
-        f"{'met' if plan <= 1.5 * bare else 'missed'} (goal 1.5x the bare import); "
-        f"{'under' if plan < 2 else 'OVER'} 2 s"
+        f"- plan of one stack (render cache warm) {plan:.2f} s = {plan / used:.2f}x the import "
+        f"of what it uses ({used:.2f} s): {'met' if plan <= 1.2 * used else 'missed'} (goal 1.2x)"
+        f"; {plan / bare:.1f}x the bare import ({bare:.2f} s)"
+    )
+    print(
+        f"- plan of one stack, cold (renders and validates) {cold:.2f} s = "
+        f"{cold / rendering:.2f}x the import of what it uses then ({rendering:.2f} s): "
+        f"{'met' if cold <= 1.2 * rendering else 'missed'} (goal 1.2x)"
     )
     for label, times in fleets.items():
         slope, r2 = linear_fit(times)

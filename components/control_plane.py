@@ -142,6 +142,8 @@ class ControlPlaneArgs:
     pki: ClusterPki
     live: LiveServers = field(default_factory=dict[str, LiveServer])
     backup_credentials: BackupCredentials | None = None
+    # The registry mirror's password (a secret config value) for registries.yaml.
+    registry_password: pulumi.Output[str] | None = None
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -167,6 +169,9 @@ class ControlPlane(pulumi.ComponentResource):
         api_ip: pulumi.Output[str | None] = (
             self.api_public_ip if self.api_public_ip is not None else pulumi.Output.from_input(None)
         )
+        # The mirror password (a secret config value) joins the token inside user_data, which
+        # is secret as a whole.
+        password = args.registry_password or pulumi.Output.from_input("")
         credentials: pulumi.Output[tuple[str, str] | None] = pulumi.Output.from_input(None)
         if args.backup_credentials is not None:
             credentials = pulumi.Output.all(
@@ -204,7 +209,12 @@ class ControlPlane(pulumi.ComponentResource):
             options = server_options(cfg, node, args.live)
             user_data = pulumi.Output.secret(
                 pulumi.Output.all(
-                    public_ip.ip_address, self.token.result, args.pki.ca_files, api_ip, credentials
+                    public_ip.ip_address,
+                    self.token.result,
+                    args.pki.ca_files,
+                    api_ip,
+                    credentials,
+                    password,
                 ).apply(
                     lambda v, node=node, mode=mode: checked_user_data(
                         cfg,
@@ -216,6 +226,7 @@ class ControlPlane(pulumi.ComponentResource):
                             api_public_ip=v[3],
                             ca_files=v[2] if mode != "join" else {},
                             restore_credentials=v[4] if mode == "restore" else None,
+                            registry_password=v[5] or None,
                         ),
                     )
                 )

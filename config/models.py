@@ -33,7 +33,7 @@ from config.errors import Problem, SovereignConfigError
 from config.fleet import Fleet
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
-from config.secrets import NAMESPACE
+from config.secrets import NAMESPACE, REGISTRY_PASSWORD_KEY
 from config.server_types import CATALOGUE as SERVER_TYPES
 
 Role = Literal["primary", "secondary"]
@@ -320,16 +320,36 @@ class LoadBalancer(_Model):
     )
 
 
-class RegistryMirror(_Model):
-    """containerd mirror through an image proxy (k3s registries.yaml)."""
+# Every registry the pinned charts pull from (their rendered images: tests/test_render_checks.py
+# keeps this in step), each through its own proxy project on the mirror host.
+DEFAULT_MIRROR_PROJECTS: Final[Mapping[str, str]] = {
+    "docker.io": "proxy-dockerhub",
+    "ghcr.io": "proxy-ghcr",
+    "quay.io": "proxy-quay",
+    "registry.k8s.io": "proxy-k8s",
+}
 
-    enabled: bool = Field(default=False, description="Write /etc/rancher/k3s/registries.yaml.")
+
+class RegistryMirror(_Model):
+    """Opt-in containerd mirror through an image proxy (k3s registries.yaml)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Pull every image through the proxy (/etc/rancher/k3s/registries.yaml); "
+        "off: each image comes from its upstream registry without credentials.",
+    )
     host: RegistryHost = Field(
         default="harbor.openova.io", description="Proxy registry host[:port], no scheme."
     )
     projects: dict[str, str] = Field(
-        default_factory=lambda: {"docker.io": "proxy-dockerhub", "ghcr.io": "proxy-ghcr"},
-        description="Upstream registry -> proxy project on the host.",
+        default_factory=lambda: dict(DEFAULT_MIRROR_PROJECTS),
+        description="Upstream registry -> proxy project on the host; every registry the "
+        "charts pull from needs one.",
+    )
+    username: str | None = Field(
+        default=None,
+        description="Mirror login; the password is the secret key "
+        f"sovereign:{REGISTRY_PASSWORD_KEY}.",
     )
 
 
@@ -374,9 +394,12 @@ class PodSecurity(_Model):
 
 
 class Image(_Model):
-    registry: RegistryHost = Field(default="harbor.openova.io", description="Mirror registry.")
+    # v0.20.0 publishes one build as ghcr.io/loft-sh/vcluster and .../vcluster-oss (its
+    # .goreleaser.yaml); the chart's default loft-sh/vcluster-pro is built outside the open
+    # source repository. render/vcluster_image.yaml keeps the facts and their sources.
+    registry: RegistryHost = Field(default="ghcr.io", description="Registry (upstream, public).")
     repository: Annotated[str, AfterValidator(grammar.oci_repository)] = Field(
-        default="proxy-ghcr/loft-sh/vcluster", description="Repository."
+        default="loft-sh/vcluster-oss", description="Repository."
     )
     tag: str = Field(default="0.20.0", description="Pinned tag.")
     digest: str | None = Field(default=None, description="Optional sha256 digest pin.")
@@ -413,7 +436,11 @@ class VCluster(_Model):
         default=None, description="Unset: on where the region's role runs it (A4)."
     )
     pod_security: PodSecurity = Field(default_factory=PodSecurity, description="PSS labels.")
-    image: Image = Field(default_factory=Image, description="Syncer image through the mirror.")
+    image: Image = Field(default_factory=Image, description="Syncer image.")
+    telemetry: bool = Field(
+        default=False,
+        description="Send vCluster usage telemetry to loft.sh (the chart's default is on).",
+    )
     security: VClusterSecurity = Field(
         default_factory=VClusterSecurity, description="Security contexts."
     )
@@ -594,10 +621,29 @@ def parse_config(
         problems += _problems(err, raw, secret_keys)
     if cfg is not None:
         # A well-formed config is judged across its keys too, so one error lists everything.
-        problems += [*backup_credential_problems(raw, cfg.backups.enabled), *check(cfg)]
+        problems += [
+            *backup_credential_problems(raw, cfg.backups.enabled),
+            *_registry_password_problems(raw, cfg.registry_mirror.username),
+            *check(cfg),
+        ]
     if problems or cfg is None:
-        raise SovereignConfigError(problems, stack)
+        raise SovereignConfigError(_redacted(problems, raw, secret_keys), stack)
     return cfg
+
+
+def _redacted(
+    problems: Sequence[Problem], raw: Mapping[str, Any], secret_keys: frozenset[str]
+) -> list[Problem]:
+    """No value of a key the user marked secret in any message, whichever check wrote it."""
+    secrets = [text for key in secret_keys for text in _leaves(raw.get(key))]
+    if not secrets:
+        return list(problems)
+    redacted: list[Problem] = []
+    for problem in problems:
+        top = re.split(r"[.\[ ]", problem.path.removeprefix(f"{NAMESPACE}:"), maxsplit=1)[0]
+        value = "[redacted]" if top in secret_keys else _scrub(problem.value, secrets)
+        redacted.append(Problem(problem.path, value, _scrub(problem.allowed, secrets)))
+    return redacted
 
 
 def _raw_from_pulumi() -> tuple[dict[str, Any], frozenset[str]]:
@@ -616,6 +662,26 @@ def _raw_from_pulumi() -> tuple[dict[str, Any], frozenset[str]]:
         except (TypeError, json.JSONDecodeError):
             raw[full_key.removeprefix(prefix)] = text
     return raw, secret
+
+
+def _registry_password_problems(raw: Mapping[str, Any], username: str | None) -> list[Problem]:
+    """A mirror login needs its password (config.secrets refuses it in plain text)."""
+    if username is None or REGISTRY_PASSWORD_KEY in raw:
+        return []
+    return [
+        Problem(
+            f"{NAMESPACE}:{REGISTRY_PASSWORD_KEY}",
+            "(not set)",
+            # The username is not echoed: it may sit in a key the user marked secret.
+            "required with sovereign:registryMirror.username: "
+            f"pulumi config set --secret {NAMESPACE}:{REGISTRY_PASSWORD_KEY} <password>",
+        )
+    ]
+
+
+def registry_mirror_password() -> pulumi.Output[str] | None:
+    """The mirror's password as a secret Output (None without one)."""
+    return secret_config.secret_value(REGISTRY_PASSWORD_KEY)
 
 
 def load_config(check: Check = _no_checks) -> StackConfig:

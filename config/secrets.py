@@ -26,11 +26,14 @@ NAMESPACE: Final = "sovereign"
 # The Object Storage S3 credentials of etcd backups (config.day2.Backups).
 BACKUP_ACCESS_KEY: Final = "backupsAccessKey"
 BACKUP_SECRET_KEY: Final = "backupsSecretKey"
+# The registry mirror's password (config.models.RegistryMirror.username is its login).
+REGISTRY_PASSWORD_KEY: Final = "registryMirrorPassword"
 
 # key (as users type it, without the namespace) -> what it holds, for error messages.
 SECRET_KEYS: Final[Mapping[str, str]] = {
     BACKUP_ACCESS_KEY: "the Object Storage access key of etcd backups",
     BACKUP_SECRET_KEY: "the Object Storage secret key of etcd backups",
+    REGISTRY_PASSWORD_KEY: "the registry mirror's password",
 }
 
 

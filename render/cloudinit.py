@@ -270,6 +270,8 @@ class ServerBoot:
     api_public_ip: str | None = None
     ca_files: Mapping[str, str] = field(default_factory=dict[str, str])
     restore_credentials: tuple[str, str] | None = None
+    # The registry mirror's password (a secret config value), for registries.yaml.
+    registry_password: str | None = None
 
 
 def default_boot(cfg: StackConfig, node: int) -> ServerBoot:
@@ -286,6 +288,7 @@ def worst_case_boot(cfg: StackConfig, node: int) -> ServerBoot:
         api_public_ip=WORST_CASE_IPV4,
         ca_files=dict.fromkeys(CA_FILES, WORST_CASE_CA_PEM) if node == 0 else {},
         restore_credentials=(secret, secret),
+        registry_password=secret if cfg.registry_mirror.username is not None else None,
     )
 
 
@@ -411,10 +414,15 @@ def restore_script(cfg: StackConfig, snapshot: str, credentials: tuple[str, str]
     )
 
 
-def registries(cfg: StackConfig) -> dict[str, Any]:
-    """k3s `registries.yaml`: pull every upstream registry through the proxy project."""
+def registries(cfg: StackConfig, password: str | None = None) -> dict[str, Any]:
+    """k3s `registries.yaml`: pull every upstream registry through its proxy project.
+
+    Format per https://docs.k3s.io/installation/private-registry (checked 2026-11-27):
+    `mirrors.<upstream>.endpoint/rewrite`, credentials in `configs.<mirror host>.auth`. The
+    password only ever arrives here inside the secret user_data Output.
+    """
     mirror = cfg.registry_mirror
-    return {
+    doc: dict[str, Any] = {
         "mirrors": {
             upstream: {
                 "endpoint": [f"https://{mirror.host}"],
@@ -423,6 +431,11 @@ def registries(cfg: StackConfig) -> dict[str, Any]:
             for upstream, project in sorted(mirror.projects.items())
         }
     }
+    if mirror.username is not None and password is not None:
+        doc["configs"] = {
+            mirror.host: {"auth": {"username": mirror.username, "password": password}}
+        }
+    return doc
 
 
 def _file(path: str, content: str, permissions: str = "0600") -> dict[str, Any]:
@@ -477,7 +490,9 @@ def cloud_config(
         },
     ]
     if cfg.registry_mirror.enabled:
-        files.append(_file(REGISTRIES_PATH, yaml.safe_dump(registries(cfg))))
+        files.append(
+            _file(REGISTRIES_PATH, yaml.safe_dump(registries(cfg, boot.registry_password)))
+        )
     if boot.mode != "join":
         # A joining server takes the CAs from the cluster; files on disk would conflict.
         files += ca_write_files(boot.ca_files)

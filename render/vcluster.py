@@ -75,6 +75,9 @@ def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
             },
             "service": {"spec": {"type": "ClusterIP"}},
         },
+        # The chart reports usage to loft.sh unless told not to (values.yaml `telemetry.enabled:
+        # true` at v0.20.0); a sovereign region sends nothing out unless its operator opts in.
+        "telemetry": {"enabled": spec.telemetry},
         "sync": {
             "toHost": {
                 "services": {"enabled": True},

@@ -147,7 +147,11 @@ def test_secret_values_stay_hidden_even_inside_validator_messages() -> None:
 def test_a_designated_secret_key_is_read_only_as_a_pulumi_secret(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(secret_config, "SECRET_KEYS", {"mirrorPassword": "the mirror password"})
+    monkeypatch.setattr(
+        secret_config,
+        "SECRET_KEYS",
+        {**secret_config.SECRET_KEYS, "mirrorPassword": "the mirror password"},
+    )
     probe: dict[str, pulumi.Output[str] | None] = {}
 
     def read() -> None:
@@ -167,7 +171,11 @@ def test_a_designated_secret_key_is_read_only_as_a_pulumi_secret(
 def test_a_designated_secret_key_set_in_plain_text_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(secret_config, "SECRET_KEYS", {"mirrorPassword": "the mirror password"})
+    monkeypatch.setattr(
+        secret_config,
+        "SECRET_KEYS",
+        {**secret_config.SECRET_KEYS, "mirrorPassword": "the mirror password"},
+    )
     run = evaluate("primary", {"mirrorPassword": "hunter2-mirror"})
     assert isinstance(run.error, SovereignConfigError)
     message = str(run.error)

@@ -148,11 +148,13 @@ def test_vcluster_values_shape(primary: Run) -> None:
     sts = v["controlPlane"]["statefulSet"]
     assert v["controlPlane"]["distro"]["k8s"]["enabled"] is True
     assert v["controlPlane"]["backingStore"] == {"database": {"embedded": {"enabled": True}}}
+    # Upstream and public by default (issue 8 section 3): the OSS build of v0.20.0.
     assert sts["image"] == {
-        "registry": "harbor.openova.io",
-        "repository": "proxy-ghcr/loft-sh/vcluster",
+        "registry": "ghcr.io",
+        "repository": "loft-sh/vcluster-oss",
         "tag": "0.20.0",
     }
+    assert v["telemetry"] == {"enabled": False}
     assert sts["resources"] == {
         "requests": {"cpu": "200m", "memory": "384Mi"},
         "limits": {"cpu": "2", "memory": "1Gi"},

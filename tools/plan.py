@@ -158,6 +158,48 @@ def _vclusters(resources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return sorted(found, key=lambda v: (str(v["vcluster"]), str(v["namespace"])))
 
 
+# Resource types that are Kubernetes objects the program declares itself (not Helm releases,
+# providers or manifests fetched by URL).
+NOT_OBJECTS: Final = (RELEASE_TYPE, "kubernetes:yaml/v2:ConfigGroup")
+
+
+def declared_objects(run: Run) -> list[tuple[str, dict[str, Any]]]:
+    """The Kubernetes objects the program declares, as the provider receives them."""
+    return [
+        (f"resource {reg.name}", normalise(reg.inputs))
+        for reg in sorted(run.registrations, key=lambda r: r.urn)
+        if reg.custom and reg.type.startswith("kubernetes:") and reg.type not in NOT_OBJECTS
+    ]
+
+
+def _releases(cfg: StackConfig, run: Run) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each release rendered by Helm's engine (objects by kind, images) and every problem found
+    on the rendered and declared objects."""
+    from checks.rendered import render_releases, rendered_problems
+    from render.helm import RenderError
+    from render.manifests import images, kinds
+
+    try:
+        rendered = render_releases(cfg)
+    except RenderError as err:
+        raise PlanError(f"cannot render the charts: {err}") from None
+    releases = [
+        {
+            "slot": release.spec.slot,
+            "name": release.spec.name,
+            "namespace": release.spec.namespace,
+            "chart": release.spec.chart.name,
+            "version": release.spec.chart.version,
+            "objects": len(release.objects),
+            "kinds": kinds(release.objects),
+            "images": images(release.objects),
+        }
+        for release in rendered
+    ]
+    problems = rendered_problems(cfg, rendered, declared_objects(run))
+    return releases, [problem.render().strip().removeprefix("- ") for problem in problems]
+
+
 @dataclass(frozen=True, slots=True)
 class WaveNode:
     """One registered resource as the deploy order sees it."""
@@ -235,6 +277,7 @@ def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
         else:
             outputs[key] = normalise(value)
             public_strings.update(strings(outputs[key]))
+    releases, problems = _releases(cfg, run)
     plan: dict[str, Any] = {
         "version": PLAN_VERSION,
         "stack": run.stack,
@@ -249,6 +292,8 @@ def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
         },
         "resources": resources,
         "servers": _servers(cfg, run, names),
+        "releases": releases,
+        "problems": problems,
         "vclusters": _vclusters(resources),
         "waves": deploy_waves(
             [
@@ -320,6 +365,16 @@ def summary(plan: Mapping[str, Any]) -> str:
             f"  {server['name'] or 'server ' + str(server['node'])}: "
             f"{server['worstCaseBytes']:,} / {server['capBytes']:,} bytes ({pct:.1f}%, {verdict})"
         )
+    lines += ["", "Helm releases as Helm renders them (objects by kind; images):"]
+    for release in plan["releases"]:
+        counted = ", ".join(f"{kind} {count}" for kind, count in release["kinds"].items())
+        lines.append(
+            f"  {release['slot']:02d} {release['name']} ({release['chart']} {release['version']}, "
+            f"namespace {release['namespace']}): {release['objects']} objects: {counted}"
+        )
+        lines += [f"       {image}" for image in release["images"]]
+    lines += ["", "Problems in the rendered and declared objects:"]
+    lines += [f"  - {problem}" for problem in plan["problems"]] or ["  (none)"]
     lines += ["", "vClusters (Pod Security level:version):"]
     for vcluster in plan["vclusters"]:
         pss = vcluster["podSecurity"]
@@ -441,7 +496,8 @@ def _cmd_plan(args: argparse.Namespace, streams: Streams) -> int:
         _write(Path(target), text)
         streams.out.write(summary(plan))
         streams.out.write(f"\nwrote {target}\n")
-    return 0 if all(server["withinCap"] for server in plan["servers"]) else 1
+    within_cap = all(server["withinCap"] for server in plan["servers"])
+    return 0 if within_cap and not plan["problems"] else 1
 
 
 def _cmd_diff(args: argparse.Namespace, streams: Streams) -> int:

@@ -244,6 +244,7 @@ def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         if changes:
             changed.append((after[urn], changes))
     replaced = sum(1 for _, changes in changed if any(c.replaces for c in changes))
+    image_lines = image_changes(old, new)
 
     lines = [f"<!-- sovereign-plan:{stack} -->", f"### Plan of stack `{stack}`", ""]
     region = as_dict(new.get("region")) or as_dict(old.get("region"))
@@ -260,9 +261,11 @@ def diff_plans(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
         f"({replaced} replaced)**"
     )
     lines.append("")
-    if not (added or removed or changed):
+    if not (added or removed or changed or image_lines):
         lines.append("No changes.")
         return "\n".join(lines) + "\n"
+    if image_lines:
+        lines += ["#### Images", "", *image_lines, ""]
     if added:
         lines += ["#### Added", ""]
         lines += [_added_line(after[urn]) for urn in added]
@@ -308,4 +311,31 @@ def _changed_block(res: Mapping[str, Any], changes: Sequence[Change]) -> list[st
     lines.append("")
     if texts:
         lines += [*texts, ""]
+    return lines
+
+
+def _release_images(plan: Mapping[str, Any]) -> dict[str, tuple[str, set[str]]]:
+    """release name -> (chart and version, images it pulls) from a plan's rendered releases."""
+    found: dict[str, tuple[str, set[str]]] = {}
+    for item in as_list(plan.get("releases")) or []:
+        release = as_dict(item) or {}
+        chart = f"{release.get('chart')} {release.get('version')}"
+        found[str(release.get("name"))] = (chart, set(map(str, release.get("images") or [])))
+    return found
+
+
+def image_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Per release, every image that stops or starts being pulled: a version bump shows each
+    image that moves, which is what the nodes (and the mirror) will have to pull."""
+    before, after = _release_images(old), _release_images(new)
+    lines: list[str] = []
+    for name in sorted(set(before) | set(after)):
+        old_chart, old_images = before.get(name, ("", set()))
+        new_chart, new_images = after.get(name, ("", set()))
+        if old_images == new_images:
+            continue
+        chart = new_chart if old_chart in ("", new_chart) else f"{old_chart} -> {new_chart}"
+        lines.append(f"- release `{name}` ({chart or old_chart}):")
+        lines += [f"  - removed `{image}`" for image in sorted(old_images - new_images)]
+        lines += [f"  - added `{image}`" for image in sorted(new_images - old_images)]
     return lines

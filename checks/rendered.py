@@ -1,0 +1,485 @@
+"""Checks on what Kubernetes will really receive: the charts rendered by Helm's own engine.
+
+Each check returns `Problem`s naming the config key that controls the finding where there is
+one, else the release and the rendered object's key path, with the value and the fix. They run
+in `./sovereign plan` and the tests; the preflight inside `pulumi up` runs the mirror check
+(`mirror_problems`) only when the mirror is on, because rendering costs 0.3-0.8 s per stack
+(README "Speed").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from checks.kubernetes_schema import UnknownKindError, schema_errors
+from config.errors import Problem
+from config.models import StackConfig, VClusterName
+from render.cloudinit import WORST_CASE_IPV4, api_endpoint, k3s_server_config
+from render.helm import RenderedObject, render_chart
+from render.manifests import image_uses, is_pinned, pod_templates, registry_of
+from render.pod_security import evaluate, refusal_message
+from render.releases import ReleaseSpec, releases
+
+# Labels the kubelet puts on every node by itself, beside the k3s `node-label` flags.
+KUBELET_LABELS: Final[Mapping[str, frozenset[str]]] = {"kubernetes.io/os": frozenset({"linux"})}
+# What cert-manager's release waits for: the webhook must answer before any Certificate can be
+# created, and the chart's post-install hook Job `startupapicheck` proves it does (chart
+# templates webhook-deployment.yaml and startupapicheck-job.yaml, cert-manager v1.21.1).
+CERT_MANAGER_WAITS_FOR: Final = (
+    ("Deployment", "cert-manager-webhook"),
+    ("Job", "cert-manager-startupapicheck"),
+)
+CILIUM_AGENT: Final = ("DaemonSet", "cilium", "cilium-agent")
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedRelease:
+    spec: ReleaseSpec
+    objects: tuple[RenderedObject, ...]
+
+
+def render_releases(cfg: StackConfig) -> list[RenderedRelease]:
+    """Every release of the stack rendered from its vendored chart (cached per chart+values)."""
+    return [
+        RenderedRelease(
+            spec,
+            render_chart(spec.chart.package, spec.values, name=spec.name, namespace=spec.namespace),
+        )
+        for spec in releases(cfg)
+    ]
+
+
+def _where(release: RenderedRelease, obj: RenderedObject, path: str = "") -> str:
+    return f"release {release.spec.name} (slot {release.spec.slot:02d}) {obj.ref}" + (
+        f" {path}" if path else ""
+    )
+
+
+def _map(value: object) -> Mapping[str, Any]:
+    return cast("Mapping[str, Any]", value) if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return cast("list[Any]", value) if isinstance(value, list) else []
+
+
+# --- Pod Security -----------------------------------------------------------------------------
+
+
+def pod_security_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
+    """Every pod rendered into a vCluster namespace, judged at that namespace's enforce level."""
+    levels: dict[str, VClusterName] = {
+        release.spec.namespace: release.spec.vcluster
+        for release in rendered
+        if release.spec.vcluster is not None
+    }
+    problems: list[Problem] = []
+    for release in rendered:
+        for pod in pod_templates(release.objects):
+            vcluster = levels.get(pod.owner.namespace)
+            if vcluster is None:
+                continue
+            pss = cfg.vclusters.spec(vcluster).pod_security
+            violations = evaluate(pod.spec, pss.enforce, pss.version)
+            if violations:
+                problems.append(
+                    Problem(
+                        f"sovereign:vclusters.{vcluster}.podSecurity.enforce",
+                        repr(pss.enforce),
+                        f"{_where(release, pod.owner)}: "
+                        + refusal_message(pod.owner.namespace, pss.enforce, pss.version, violations)
+                        + f"; use 'baseline', or harden sovereign:vclusters.{vcluster}.security",
+                    )
+                )
+    return problems
+
+
+# --- Images -----------------------------------------------------------------------------------
+
+
+def image_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
+    """Every image pinned by tag or digest."""
+    problems: list[Problem] = []
+    for release in rendered:
+        for use in image_uses(release.objects):
+            if not is_pinned(use.image):
+                problems.append(
+                    Problem(
+                        _where(release, use.owner, use.path),
+                        repr(use.image),
+                        "an image pinned by tag or digest (`latest` or no tag moves under the "
+                        "same name); pin it in the release's values",
+                    )
+                )
+    return problems
+
+
+def registries(rendered: Sequence[RenderedRelease]) -> list[str]:
+    """Every registry the deployed charts pull from."""
+    return sorted({registry_of(u.image) for r in rendered for u in image_uses(r.objects)})
+
+
+def mirror_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
+    """With the mirror on, every registry an image comes from must have a proxy project."""
+    mirror = cfg.registry_mirror
+    if not mirror.enabled:
+        return []
+    missing: dict[str, set[str]] = {}
+    for release in rendered:
+        for use in image_uses(release.objects):
+            registry = registry_of(use.image)
+            if registry not in mirror.projects and registry != mirror.host:
+                missing.setdefault(registry, set()).add(f"{release.spec.name}: {use.image}")
+    return [
+        Problem(
+            "sovereign:registryMirror.projects",
+            repr(registry),
+            f"no proxy project for {registry}, which {len(uses)} image(s) come from "
+            f"({sorted(uses)[0]}{', ...' if len(uses) > 1 else ''}); add "
+            f'"{registry}": "<project on {mirror.host}>", or they bypass the mirror',
+        )
+        for registry, uses in sorted(missing.items())
+    ]
+
+
+# --- Scheduling and wiring --------------------------------------------------------------------
+
+
+def node_labels(cfg: StackConfig) -> dict[str, frozenset[str]]:
+    """Labels every control-plane node carries: k3s `node-label` flags plus the kubelet's own."""
+    labels: dict[str, set[str]] = {key: set(values) for key, values in KUBELET_LABELS.items()}
+    for node in range(cfg.control_plane.count):
+        flags = k3s_server_config(cfg, node, WORST_CASE_IPV4, "x")["node-label"]
+        for flag in cast("list[str]", flags):
+            key, _, value = flag.partition("=")
+            labels.setdefault(key, set()).add(value)
+    return {key: frozenset(values) for key, values in labels.items()}
+
+
+def scheduling_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
+    """Every rendered nodeSelector names a label the nodes carry (else: Pending forever)."""
+    labels = node_labels(cfg)
+    problems: list[Problem] = []
+    for release in rendered:
+        for pod in pod_templates(release.objects):
+            for key, value in sorted(_map(pod.spec.get("nodeSelector")).items()):
+                if str(value) not in labels.get(str(key), frozenset()):
+                    known = ", ".join(f"{k}={v}" for k in sorted(labels) for v in sorted(labels[k]))
+                    problems.append(
+                        Problem(
+                            _where(release, pod.owner, f"{pod.path}.nodeSelector"),
+                            f"{key}={value}",
+                            f"a label the nodes carry ({known}); no node matches, every pod "
+                            "of it stays Pending",
+                        )
+                    )
+    return problems
+
+
+def _env(container: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        str(_map(e).get("name")): str(_map(e).get("value"))
+        for e in _list(container.get("env"))
+        if "value" in _map(e)
+    }
+
+
+def cilium_wiring_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
+    """The Cilium agent reaches the API at the address and port the k3s flags provide."""
+    endpoint = api_endpoint(cfg)
+    expected = {
+        "KUBERNETES_SERVICE_HOST": endpoint.host,
+        "KUBERNETES_SERVICE_PORT": str(endpoint.port),
+    }
+    problems: list[Problem] = []
+    for release in rendered:
+        if release.spec.chart.name != "cilium":
+            continue
+        kind, name, agent = CILIUM_AGENT
+        found = False
+        for pod in pod_templates(release.objects):
+            for index, container in enumerate(_list(pod.spec.get("containers"))):
+                env = _env(_map(container))
+                is_agent = (pod.owner.kind, pod.owner.name, _map(container).get("name")) == (
+                    kind,
+                    name,
+                    agent,
+                )
+                found = found or is_agent
+                for var, want in expected.items():
+                    if (is_agent or var in env) and env.get(var) != want:
+                        problems.append(
+                            Problem(
+                                _where(release, pod.owner, f"{pod.path}.containers[{index}].env"),
+                                f"{var}={env.get(var)!r}",
+                                f"{want} (the k3s API as the flags configure it: "
+                                f"{endpoint.host}:{endpoint.port}); anything else leaves the "
+                                "agent without an API server",
+                            )
+                        )
+        if not found:
+            problems.append(
+                Problem(
+                    f"release {release.spec.name} (slot {release.spec.slot:02d})",
+                    "(no agent)",
+                    f"the chart renders {kind}/{name} with container {agent}",
+                )
+            )
+    return problems
+
+
+def cert_manager_wait_problems(rendered: Sequence[RenderedRelease]) -> list[Problem]:
+    """The objects the cert-manager release's wait depends on are rendered."""
+    problems: list[Problem] = []
+    for release in rendered:
+        if release.spec.chart.name != "cert-manager":
+            continue
+        present = {(obj.kind, obj.name) for obj in release.objects}
+        for kind, name in CERT_MANAGER_WAITS_FOR:
+            if (kind, name) not in present:
+                problems.append(
+                    Problem(
+                        f"release {release.spec.name} (slot {release.spec.slot:02d})",
+                        f"{kind}/{name} missing",
+                        "rendered, so the release's wait covers a webhook that answers "
+                        "before the vCluster slots start",
+                    )
+                )
+    return problems
+
+
+# --- Schemas ----------------------------------------------------------------------------------
+
+CCNP: Final = ("cilium.io/v2", "CiliumClusterwideNetworkPolicy")
+# The Rule fields of Cilium's policy API that a clusterwide policy may carry (cilium/cilium
+# pkg/policy/api/rule.go and the generated CRD ciliumclusterwidenetworkpolicies.yaml, v1.18;
+# read 2026-11-27, not vendored: no copy from the steering repository exists).
+CCNP_SPEC_FIELDS: Final = frozenset(
+    {
+        "description",
+        "egress",
+        "egressDeny",
+        "enableDefaultDeny",
+        "endpointSelector",
+        "ingress",
+        "ingressDeny",
+        "labels",
+        "log",
+        "nodeSelector",
+    }
+)
+_DNS_SUBDOMAIN: Final = re.compile(
+    r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
+
+
+def ccnp_errors(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Structural check of a CiliumClusterwideNetworkPolicy on the fields this program uses."""
+    errors: list[tuple[str, str]] = []
+    name = str(_map(obj.get("metadata")).get("name", ""))
+    if not _DNS_SUBDOMAIN.fullmatch(name) or len(name) > 253:
+        errors.append(("metadata.name", f"{name!r} is not a DNS subdomain"))
+    spec = _map(obj.get("spec"))
+    for key in sorted(set(spec) - CCNP_SPEC_FIELDS):
+        errors.append((f"spec.{key}", "unknown field of a Cilium policy rule"))
+    if ("endpointSelector" in spec) == ("nodeSelector" in spec):
+        errors.append(("spec", "exactly one of endpointSelector and nodeSelector"))
+    if not any(k in spec for k in ("ingress", "ingressDeny", "egress", "egressDeny")):
+        errors.append(("spec", "at least one of ingress, ingressDeny, egress, egressDeny"))
+    for key, value in _map(spec.get("enableDefaultDeny")).items():
+        if key not in ("egress", "ingress") or not isinstance(value, bool):
+            errors.append((f"spec.enableDefaultDeny.{key}", "egress/ingress: a boolean"))
+    for index, rule in enumerate(_list(spec.get("egressDeny"))):
+        for j, cidr in enumerate(_list(_map(rule).get("toCIDR"))):
+            try:
+                ipaddress.ip_network(str(cidr), strict=True)
+            except ValueError:
+                errors.append((f"spec.egressDeny[{index}].toCIDR[{j}]", f"{cidr!r}: a CIDR"))
+    return errors
+
+
+SUC_PLAN: Final = ("upgrade.cattle.io/v1", "Plan")
+# PlanSpec of rancher/system-upgrade-controller v0.20.1 (pkg/crds/yaml/generated/
+# upgrade.cattle.io_plans.yaml; required: upgrade, and upgrade.image). Read 2026-11-27, not
+# vendored: the steering repository carries no copy of the CRD.
+PLAN_SPEC_FIELDS: Final = frozenset(
+    {
+        "channel",
+        "concurrency",
+        "cordon",
+        "drain",
+        "exclusive",
+        "imagePullSecrets",
+        "jobActiveDeadlineSecs",
+        "nodeSelector",
+        "postCompleteDelay",
+        "postCompleteLabels",
+        "prepare",
+        "priorityClassName",
+        "secrets",
+        "serviceAccountName",
+        "tolerations",
+        "upgrade",
+        "version",
+        "window",
+    }
+)
+PLAN_UPGRADE_FIELDS: Final = frozenset(
+    {"args", "command", "envFrom", "envs", "image", "securityContext", "volumes"}
+)
+GATEWAY: Final = ("gateway.networking.k8s.io/v1", "Gateway")
+# Gateway spec and listener fields of Gateway API v1.3.0 (config/crd/standard/
+# gateway.networking.k8s.io_gateways.yaml: spec requires gatewayClassName and listeners; a
+# listener requires name, port 1-65535 and protocol; tls.mode is Terminate or Passthrough).
+GATEWAY_SPEC_FIELDS: Final = frozenset(
+    {"addresses", "gatewayClassName", "infrastructure", "listeners"}
+)
+LISTENER_FIELDS: Final = frozenset({"allowedRoutes", "hostname", "name", "port", "protocol", "tls"})
+
+
+def _whole(value: object, least: int, most: int | None = None) -> bool:
+    """A whole number in range; declared objects come back from the engine with every number as
+    a float (protobuf Struct), so 3.0 counts as 3."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        return False
+    return least <= value and (most is None or value <= most)
+
+
+def _unknown(spec: Mapping[str, Any], known: frozenset[str], where: str) -> list[tuple[str, str]]:
+    return [(f"{where}.{key}", "unknown field") for key in sorted(set(spec) - known)]
+
+
+def plan_errors(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Structural check of a system-upgrade-controller Plan on its CRD's fields."""
+    spec = _map(obj.get("spec"))
+    errors = _unknown(spec, PLAN_SPEC_FIELDS, "spec")
+    upgrade = _map(spec.get("upgrade"))
+    if not upgrade.get("image"):
+        errors.append(("spec.upgrade.image", "required"))
+    errors += _unknown(upgrade, PLAN_UPGRADE_FIELDS, "spec.upgrade")
+    if not spec.get("version") and not spec.get("channel"):
+        errors.append(("spec", "one of version and channel"))
+    concurrency = spec.get("concurrency", 1)
+    if not _whole(concurrency, 1):
+        errors.append(("spec.concurrency", "a whole number of 1 or more"))
+    return errors
+
+
+def gateway_errors(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Structural check of a Gateway API v1 Gateway on its CRD's fields."""
+    spec = _map(obj.get("spec"))
+    errors = _unknown(spec, GATEWAY_SPEC_FIELDS, "spec")
+    if not spec.get("gatewayClassName"):
+        errors.append(("spec.gatewayClassName", "required"))
+    listeners = _list(spec.get("listeners"))
+    if not listeners:
+        errors.append(("spec.listeners", "required, at least one"))
+    for index, item in enumerate(listeners):
+        listener = _map(item)
+        where = f"spec.listeners[{index}]"
+        errors += _unknown(listener, LISTENER_FIELDS, where)
+        for field in ("name", "port", "protocol"):
+            if field not in listener:
+                errors.append((f"{where}.{field}", "required"))
+        port = listener.get("port")
+        if not _whole(port, 1, 65535):
+            errors.append((f"{where}.port", f"{port!r}: 1 to 65535"))
+        mode = _map(listener.get("tls")).get("mode")
+        if mode is not None and mode not in ("Terminate", "Passthrough"):
+            errors.append((f"{where}.tls.mode", f"{mode!r}: Terminate or Passthrough"))
+    return errors
+
+
+# Custom resources the program declares whose CRD is not among the rendered charts, each checked
+# on the fields its CRD defines.
+STRUCTURAL_CHECKS: Final[
+    Mapping[tuple[str, str], Callable[[Mapping[str, Any]], list[tuple[str, str]]]]
+] = {
+    CCNP: ccnp_errors,
+    SUC_PLAN: plan_errors,
+    GATEWAY: gateway_errors,
+}
+
+
+def crd_schemas(rendered: Sequence[RenderedRelease]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    """openAPIV3Schema of every CRD the charts install, by (apiVersion, kind)."""
+    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for release in rendered:
+        for obj in release.objects:
+            if obj.kind != "CustomResourceDefinition":
+                continue
+            spec = _map(obj.doc.get("spec"))
+            kind = str(_map(spec.get("names")).get("kind"))
+            for version in _list(spec.get("versions")):
+                schema = _map(_map(_map(version).get("schema")).get("openAPIV3Schema"))
+                found[(f"{spec.get('group')}/{_map(version).get('name')}", kind)] = schema
+    return found
+
+
+def object_errors(
+    obj: Mapping[str, Any], k8s_version: str, crds: Mapping[tuple[str, str], Mapping[str, Any]]
+) -> list[tuple[str, str]]:
+    """Strict built-in schema, else the CRD's schema from the charts, else a known CR check."""
+    key = (str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+    try:
+        return schema_errors(obj, k8s_version)
+    except UnknownKindError:
+        pass
+    if key in crds:
+        import jsonschema
+
+        validator = jsonschema.Draft4Validator(crds[key])
+        errors: list[jsonschema.ValidationError] = list(
+            validator.iter_errors(dict(obj))  # pyright: ignore[reportUnknownMemberType]
+        )
+        return [(".".join(map(str, e.path)) or "(object)", e.message) for e in errors]
+    structural = STRUCTURAL_CHECKS.get(key)
+    if structural is not None:
+        return structural(obj)
+    return [("apiVersion", f"{key[0]} {key[1]}: no schema to validate it against")]
+
+
+def schema_problems(
+    cfg: StackConfig,
+    rendered: Sequence[RenderedRelease],
+    declared: Iterable[tuple[str, Mapping[str, Any]]] = (),
+) -> list[Problem]:
+    """Every rendered object and every object the program declares, against its schema."""
+    version = cfg.control_plane.k3s_version
+    crds = crd_schemas(rendered)
+    problems: list[Problem] = []
+    labelled: list[tuple[str, Mapping[str, Any]]] = [
+        (_where(release, obj), obj.doc) for release in rendered for obj in release.objects
+    ]
+    for where, doc in [*labelled, *declared]:
+        for path, message in object_errors(doc, version, crds):
+            problems.append(
+                Problem(
+                    f"{where} {path}",
+                    "invalid",
+                    f"{message} (Kubernetes {version} schema, strict)",
+                )
+            )
+    return problems
+
+
+def rendered_problems(
+    cfg: StackConfig,
+    rendered: Sequence[RenderedRelease] | None = None,
+    declared: Iterable[tuple[str, Mapping[str, Any]]] = (),
+) -> list[Problem]:
+    """Every check on the rendered releases (and the declared objects, when given)."""
+    rendered = render_releases(cfg) if rendered is None else rendered
+    return [
+        *pod_security_problems(cfg, rendered),
+        *image_problems(cfg, rendered),
+        *mirror_problems(cfg, rendered),
+        *scheduling_problems(cfg, rendered),
+        *cilium_wiring_problems(cfg, rendered),
+        *cert_manager_wait_problems(rendered),
+        *schema_problems(cfg, rendered, declared),
+    ]
