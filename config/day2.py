@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import pulumi
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from config import grammar
 from config.errors import Problem
 from config.secrets import BACKUP_ACCESS_KEY, BACKUP_SECRET_KEY
 
@@ -55,7 +56,7 @@ class Api(_Model):
     load_balancer_type: Literal["lb11", "lb21", "lb31"] = Field(
         default="lb11", description="Hetzner LB type of the API endpoint."
     )
-    private_ip: str = Field(
+    private_ip: Annotated[str, AfterValidator(grammar.hetzner_address)] = Field(
         default="10.0.1.253", description="API LB's private IP; cp-2/cp-3 join through it."
     )
     client_cert_days: int = Field(

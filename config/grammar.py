@@ -87,6 +87,20 @@ def hetzner_network(value: str) -> str:
     return value
 
 
+def hetzner_address(value: str) -> str:
+    """An address in a Hetzner private network: IPv4 inside RFC 1918."""
+    try:
+        address = ipaddress.IPv4Address(value)
+    except ValueError:
+        raise ValueError("an IPv4 address, e.g. 10.0.1.2") from None
+    if not any(address in allowed for allowed in HETZNER_PRIVATE):
+        listed = ", ".join(str(r) for r in HETZNER_PRIVATE)
+        raise ValueError(
+            f"a private address inside one of {listed} (Hetzner networks take RFC 1918 only)"
+        )
+    return value
+
+
 def hetzner_subnet(value: str) -> str:
     """A Hetzner cloud subnet's ip_range: RFC 1918 IPv4, /30 or larger."""
     _private_ipv4(value, HETZNER_PRIVATE, "Hetzner subnets take RFC 1918 IPv4 ranges only")

@@ -78,13 +78,6 @@ def _cidr(value: str) -> str:
     )
 
 
-def _ipv4(value: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        raise ValueError("an IPv4 address, e.g. 10.0.1.2") from None
-
-
 _SSH_WORLD: Final = (
     "SSH open to the whole internet is refused; list the deployer's and operators' "
     "addresses instead, e.g. 203.0.113.7/32"
@@ -98,7 +91,8 @@ def _not_world(value: str) -> str:
 
 
 Cidr = Annotated[str, AfterValidator(_cidr)]
-IPv4 = Annotated[str, AfterValidator(_ipv4)]
+# An address in the region's Hetzner network (servers, load balancers).
+PrivateIPv4 = Annotated[str, AfterValidator(grammar.hetzner_address)]
 SshCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(_not_world)]
 NetworkCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(grammar.hetzner_network)]
 SubnetCidr = Annotated[str, AfterValidator(_cidr), AfterValidator(grammar.hetzner_subnet)]
@@ -286,7 +280,7 @@ class Network(_Model):
     subnet_cidr: SubnetCidr = Field(
         default="10.0.1.0/24", description="Cloud subnet of the servers, inside cidr."
     )
-    first_control_plane_ip: IPv4 = Field(
+    first_control_plane_ip: PrivateIPv4 = Field(
         default="10.0.1.2", description="Private IP of CP 1; the others follow."
     )
     pod_cidr: PodCidr | None = Field(
@@ -305,7 +299,9 @@ class LoadBalancer(_Model):
         description="Create a Hetzner load balancer for 80/443; needs cilium.gatewayApi.enabled.",
     )
     type: Literal["lb11", "lb21", "lb31"] = Field(default="lb11", description="Hetzner LB type.")
-    private_ip: IPv4 = Field(default="10.0.1.254", description="Pinned private IP in the subnet.")
+    private_ip: PrivateIPv4 = Field(
+        default="10.0.1.254", description="Pinned private IP in the subnet."
+    )
     http_node_port: int = Field(
         default=30080,
         ge=30000,

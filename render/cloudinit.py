@@ -478,7 +478,7 @@ def cloud_config(
     boot = boot or default_boot(cfg, node)
     k3s_config = k3s_server_config(cfg, node, public_ip, token, boot)
     files = [
-        _file(K3S_CONFIG_PATH, yaml.safe_dump(k3s_config)),
+        _file(K3S_CONFIG_PATH, _dump(k3s_config)),
         _file(PRIVATE_ADDRESS_SCRIPT_PATH, private_address_script(cfg, node), "0700"),
         _file(K3S_DROP_IN_PATH, K3S_DROP_IN, "0644"),
         _file(SSHD_DROP_IN_PATH, SSHD_HARDENING, "0644"),
@@ -490,9 +490,7 @@ def cloud_config(
         },
     ]
     if cfg.registry_mirror.enabled:
-        files.append(
-            _file(REGISTRIES_PATH, yaml.safe_dump(registries(cfg, boot.registry_password)))
-        )
+        files.append(_file(REGISTRIES_PATH, _dump(registries(cfg, boot.registry_password))))
     if boot.mode != "join":
         # A joining server takes the CAs from the cluster; files on disk would conflict.
         files += ca_write_files(boot.ca_files)
@@ -518,17 +516,26 @@ def cloud_config(
     return {"write_files": files, "runcmd": runcmd}
 
 
-class _BlockDumper(yaml.SafeDumper):
-    """Multi-line file contents as literal blocks: scripts read (and diff) line by line."""
+class _BlockDumper(yaml.CSafeDumper):
+    """Multi-line file contents as literal blocks: scripts read (and diff) line by line.
+
+    libyaml's emitter (PyYAML's C binding): user_data is rendered for every server at every
+    preview and for the worst-case size check, and the pure-Python emitter was most of a run.
+    """
 
 
-def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+def _str(dumper: yaml.CSafeDumper, value: str) -> yaml.ScalarNode:
     style = "|" if "\n" in value else None
     # The stubs leave represent_scalar's value untyped.
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)  # pyright: ignore[reportUnknownMemberType]
 
 
 _BlockDumper.add_representer(str, _str)
+
+
+def _dump(doc: object) -> str:
+    """A file written by cloud-init (k3s config, registries.yaml), as PyYAML's safe_dump."""
+    return yaml.dump(doc, Dumper=yaml.CSafeDumper)
 
 
 def render_user_data(

@@ -213,6 +213,20 @@ def test_every_offered_location_can_be_a_region_key(location: str, ordinal: str)
 
 
 REFUSALS: list[tuple[dict[str, Any], str]] = [
+    # Addresses in the Hetzner network: RFC 1918 IPv4 (and never past the end of IPv4).
+    (
+        {"network": {"firstControlPlaneIp": "255.255.255.254"}},
+        "sovereign:network.firstControlPlaneIp = '255.255.255.254': a private address inside one "
+        "of 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 (Hetzner networks take RFC 1918 only)",
+    ),
+    (
+        {"api": {"privateIp": "10.0.1"}},
+        "sovereign:api.privateIp = '10.0.1': an IPv4 address, e.g. 10.0.1.2",
+    ),
+    (
+        {"loadBalancer": {"privateIp": "fd00::1"}},
+        "sovereign:loadBalancer.privateIp = 'fd00::1': an IPv4 address, e.g. 10.0.1.2",
+    ),
     # Hetzner networks: RFC 1918 IPv4, /24 or larger; subnets /30 or larger.
     (
         {"network": {"cidr": "2001:db8::/32"}},
