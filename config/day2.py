@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Final, Literal
 
 import pulumi
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, Field, field_validator
 
 from config import grammar
+from config.base import ConfigModel
 from config.errors import Problem
 from config.secrets import BACKUP_ACCESS_KEY, BACKUP_SECRET_KEY
 
@@ -36,17 +36,7 @@ _FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _SNAPSHOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        hide_input_in_errors=True,
-    )
-
-
-class Api(_Model):
+class Api(ConfigModel):
     """The Kubernetes API endpoint and the deployer's client certificate."""
 
     load_balancer: bool | None = Field(
@@ -70,7 +60,7 @@ class Api(_Model):
     )
 
 
-class Upgrades(_Model):
+class Upgrades(ConfigModel):
     """In-place k3s upgrades through system-upgrade-controller (slot 03)."""
 
     drain: bool = Field(
@@ -79,7 +69,7 @@ class Upgrades(_Model):
     )
 
 
-class Backups(_Model):
+class Backups(ConfigModel):
     """Scheduled k3s etcd snapshots, kept locally and copied to S3-compatible storage."""
 
     enabled: bool = Field(default=False, description="Copy etcd snapshots to Object Storage.")
@@ -118,7 +108,7 @@ class Backups(_Model):
         return value
 
 
-class Replacement(_Model):
+class Replacement(ConfigModel):
     """The one control-plane server this `up` may replace (with controlPlane.allowReplacement)."""
 
     server: ServerName | None = Field(

@@ -9,24 +9,17 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pydantic.alias_generators import to_camel
+from pydantic import Field, field_validator
+
+from config.base import ConfigModel
 
 # Pulumi stack names: `stack`, `project/stack` or `org/project/stack`, each part of letters,
 # digits, `-`, `_` or `.` (the CLI's own rule for stack names).
 _STACK_REF: Final = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}")
 
 
-class Fleet(BaseModel):
+class Fleet(ConfigModel):
     """Where this region's primary is, for the checks every secondary runs at preview."""
-
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        hide_input_in_errors=True,
-    )
 
     primary_stack: str = Field(
         default="primary",

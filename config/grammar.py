@@ -76,15 +76,18 @@ def _private_ipv4(value: str, ranges: tuple[ipaddress.IPv4Network, ...], what: s
     return value
 
 
-def hetzner_network(value: str) -> str:
-    """A Hetzner network's ip_range: RFC 1918 IPv4, /24 or larger."""
-    _private_ipv4(value, HETZNER_PRIVATE, "Hetzner networks take RFC 1918 IPv4 ranges only")
-    if ipaddress.ip_network(value).prefixlen > HETZNER_NETWORK_MAX_PREFIX:
+def _hetzner_range(value: str, what: str, max_prefix: int, example: str) -> str:
+    _private_ipv4(value, HETZNER_PRIVATE, f"Hetzner {what}s take RFC 1918 IPv4 ranges only")
+    if ipaddress.ip_network(value).prefixlen > max_prefix:
         raise ValueError(
-            f"a /{HETZNER_NETWORK_MAX_PREFIX} or larger: Hetzner's minimum network size, "
-            "e.g. 10.0.0.0/16"
+            f"a /{max_prefix} or larger: Hetzner's minimum {what} size, e.g. {example}"
         )
     return value
+
+
+def hetzner_network(value: str) -> str:
+    """A Hetzner network's ip_range: RFC 1918 IPv4, /24 or larger."""
+    return _hetzner_range(value, "network", HETZNER_NETWORK_MAX_PREFIX, "10.0.0.0/16")
 
 
 def hetzner_address(value: str) -> str:
@@ -103,13 +106,7 @@ def hetzner_address(value: str) -> str:
 
 def hetzner_subnet(value: str) -> str:
     """A Hetzner cloud subnet's ip_range: RFC 1918 IPv4, /30 or larger."""
-    _private_ipv4(value, HETZNER_PRIVATE, "Hetzner subnets take RFC 1918 IPv4 ranges only")
-    if ipaddress.ip_network(value).prefixlen > HETZNER_SUBNET_MAX_PREFIX:
-        raise ValueError(
-            f"a /{HETZNER_SUBNET_MAX_PREFIX} or larger: Hetzner's minimum subnet size, "
-            "e.g. 10.0.1.0/24"
-        )
-    return value
+    return _hetzner_range(value, "subnet", HETZNER_SUBNET_MAX_PREFIX, "10.0.1.0/24")
 
 
 _CLUSTER_WHAT: Final = (

@@ -17,17 +17,15 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic.alias_generators import to_camel
 
 from config import grammar
 from config import secrets as secret_config
+from config.base import ConfigModel
 from config.day2 import Api, Backups, Replacement, Upgrades, backup_credential_problems
 from config.errors import Problem, SovereignConfigError
 from config.fleet import Fleet
@@ -102,17 +100,7 @@ RegistryHost = Annotated[str, AfterValidator(grammar.registry_host)]
 ChartVersion = Annotated[str, AfterValidator(grammar.chart_version)]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        frozen=True,
-        alias_generator=to_camel,
-        populate_by_name=True,
-        hide_input_in_errors=True,
-    )
-
-
-class Region(_Model):
+class Region(ConfigModel):
     """Which region of the Sovereign this stack is."""
 
     role: Role = Field(description="primary (MGMT + DMZ) or secondary (DMZ + RTZ), DoD A4.")
@@ -157,7 +145,7 @@ class Region(_Model):
         return self
 
 
-class ControlPlane(_Model):
+class ControlPlane(ConfigModel):
     """The k3s server nodes of this region."""
 
     server_type: str = Field(
@@ -225,7 +213,7 @@ def _ssh_public_key(value: str) -> str:
     return value
 
 
-class Access(_Model):
+class Access(ConfigModel):
     """Who can reach the servers."""
 
     ssh_public_keys: list[Annotated[str, AfterValidator(_ssh_public_key)]] = Field(
@@ -271,7 +259,7 @@ class Access(_Model):
         return list(self.api_allowed_cidrs)
 
 
-class Network(_Model):
+class Network(ConfigModel):
     """Hetzner private network and the cluster's per-region CIDRs."""
 
     cidr: NetworkCidr = Field(
@@ -291,7 +279,7 @@ class Network(_Model):
     )
 
 
-class LoadBalancer(_Model):
+class LoadBalancer(ConfigModel):
     """Optional Hetzner load balancer in front of Cilium's Gateway listeners on every node."""
 
     enabled: bool = Field(
@@ -326,7 +314,7 @@ DEFAULT_MIRROR_PROJECTS: Final[Mapping[str, str]] = {
 }
 
 
-class RegistryMirror(_Model):
+class RegistryMirror(ConfigModel):
     """Opt-in containerd mirror through an image proxy (k3s registries.yaml)."""
 
     enabled: bool = Field(
@@ -349,7 +337,7 @@ class RegistryMirror(_Model):
     )
 
 
-class GatewayApi(_Model):
+class GatewayApi(ConfigModel):
     enabled: bool = Field(
         default=False,
         description="Cilium Gateway API; applies its CRDs first. With loadBalancer.enabled, "
@@ -361,19 +349,19 @@ class GatewayApi(_Model):
     )
 
 
-class Cilium(_Model):
+class Cilium(ConfigModel):
     version: ChartVersion = Field(default="1.18.12", description="Pinned Cilium chart version.")
     wireguard: bool = Field(default=True, description="Transparent WireGuard encryption.")
     gateway_api: GatewayApi = Field(default_factory=GatewayApi, description="Gateway API.")
 
 
-class CertManager(_Model):
+class CertManager(ConfigModel):
     version: ChartVersion = Field(
         default="v1.21.1", description="Pinned cert-manager chart version."
     )
 
 
-class PodSecurity(_Model):
+class PodSecurity(ConfigModel):
     """Pod Security Standard labels of a vCluster namespace."""
 
     enforce: PssLevel = Field(default="baseline", description="Level PodSecurity enforces.")
@@ -389,7 +377,7 @@ class PodSecurity(_Model):
         return value
 
 
-class Image(_Model):
+class Image(ConfigModel):
     # v0.20.0 publishes one build as ghcr.io/loft-sh/vcluster and .../vcluster-oss (its
     # .goreleaser.yaml); the chart's default loft-sh/vcluster-pro is built outside the open
     # source repository. render/vcluster_image.yaml keeps the facts and their sources.
@@ -413,7 +401,7 @@ class Image(_Model):
         return None if value is None else grammar.oci_digest(value)
 
 
-class VClusterSecurity(_Model):
+class VClusterSecurity(ConfigModel):
     """Security contexts passed to the chart (`controlPlane.statefulSet.security`, distro)."""
 
     pod_security_context: dict[str, Any] = Field(
@@ -427,7 +415,7 @@ class VClusterSecurity(_Model):
     )
 
 
-class VCluster(_Model):
+class VCluster(ConfigModel):
     enabled: bool | None = Field(
         default=None, description="Unset: on where the region's role runs it (A4)."
     )
@@ -442,13 +430,13 @@ class VCluster(_Model):
     )
 
 
-class Releases(_Model):
+class Releases(ConfigModel):
     """How long each Helm release may take to become ready before `pulumi up` fails."""
 
     timeout_seconds: int = Field(default=600, ge=60, le=3600, description="Helm wait per release.")
 
 
-class VClusters(_Model):
+class VClusters(ConfigModel):
     mgmt: VCluster = Field(default_factory=VCluster, description="MGMT vCluster (slot 58).")
     dmz: VCluster = Field(default_factory=VCluster, description="DMZ vCluster (slot 54).")
     rtz: VCluster = Field(default_factory=VCluster, description="RTZ vCluster (slot 59).")
@@ -457,7 +445,7 @@ class VClusters(_Model):
         return {"mgmt": self.mgmt, "dmz": self.dmz, "rtz": self.rtz}[name]
 
 
-class StackConfig(_Model):
+class StackConfig(ConfigModel):
     """Everything one region's stack needs, validated as a whole."""
 
     name: str = Field(description="The Sovereign's short name; prefixes every physical name.")
