@@ -24,7 +24,9 @@ import pulumi
 import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import settings as pulumi_settings
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -348,13 +350,28 @@ def evaluate(
             if _sync_await(out.is_secret()):
                 run.secret_outputs.add(key)
 
+    walk = getattr(pulumi_resource, "_get_stack_trace", None)
     try:
+        if walk is not None:
+            pulumi_resource._get_stack_trace = _no_stack_trace  # pyright: ignore[reportPrivateUsage]
         _sync_await(run_pulumi_func(program))
     except pulumi.RunError as err:
         run.error = err
     finally:
+        if walk is not None:
+            pulumi_resource._get_stack_trace = walk  # pyright: ignore[reportPrivateUsage]
         _cancel_leftover_tasks()
     return run
+
+
+def _no_stack_trace() -> source_pb2.StackTrace:
+    """What a mock run sends instead of the SDK's Python stack walk of every registration.
+
+    The engine shows those source positions in its diagnostics; the recording monitor never
+    reads them, and walking the stack was a sixth of every mock run (measured: 0.40 s -> 0.34 s
+    for the secondary), which the offline plan and every test pay.
+    """
+    return source_pb2.StackTrace()
 
 
 def _cancel_leftover_tasks() -> None:
