@@ -95,6 +95,9 @@ provider = k8s.Provider(
     # Off on the normal path: one unreachable refresh must never drop releases from state.
     # sovereign:teardown turns it on for destroying a region whose servers are already gone.
     delete_unreachable=cfg.teardown,
+    # The provider asks the API for its schema when it starts and, if that fails, reports the
+    # cluster unreachable for the whole run: it must not start before the API answers.
+    opts=pulumi.ResourceOptions(depends_on=[kubeconfig.ready]),
 )
 
 if backup_credentials is not None:
@@ -104,7 +107,7 @@ if backup_credentials is not None:
         pulumi.ResourceOptions(providers={"kubernetes": provider}),
     )
 
-build_slots(cfg, provider, ready=[kubeconfig.ready])
+build_slots(cfg, provider, ready=[kubeconfig.ready], nodes=kubeconfig.nodes)
 vclusters = active_vclusters(cfg)
 
 pulumi.export("regionKey", cfg.region.key)

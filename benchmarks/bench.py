@@ -152,7 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fleets[label][regions] = result.seconds
                 results.append(result)
     if not args.no_tests:
-        results.append(measure("test suite (pytest -q)", [PYTHON, "-m", "pytest", "-q"], 1))
+        results.append(
+            measure(
+                "test suite (pytest -q -n auto)", [PYTHON, "-m", "pytest", "-q", "-n", "auto"], 1
+            )
+        )
 
     print(
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
@@ -195,8 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"- fleet, {label}: {slope:.3f} s per region, R^2 {r2:.3f} over {list(times)} "
             f"regions: {verdict}"
         )
-    if "test suite (pytest -q)" in by_name:
-        suite = by_name["test suite (pytest -q)"]
+    if "test suite (pytest -q -n auto)" in by_name:
+        suite = by_name["test suite (pytest -q -n auto)"]
         verdict = "met" if suite.seconds < 30 else "missed"
         failed = "" if suite.ok else " - the suite FAILED"
         print(f"- test suite {suite.seconds:.1f} s: {verdict} (goal < 30 s){failed}")

@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm import release
+from components.kubeconfig import NodeWait, wait_for_nodes
 from config.models import StackConfig
 from render.charts import Chart
 from render.cilium import (
@@ -25,6 +26,8 @@ from render.cilium import (
 class CiliumArgs:
     cfg: StackConfig
     after: Sequence[pulumi.Resource] = ()
+    # Every node Ready once the CNI is in: the slots after this one wait for it.
+    nodes: NodeWait | None = None
 
 
 class Cilium(pulumi.ComponentResource):
@@ -63,6 +66,12 @@ class Cilium(pulumi.ComponentResource):
             spec=metadata_deny_policy(),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )
+        self.nodes_ready: pulumi.Resource | None = None
+        if args.nodes is not None:
+            # A child of this slot: every slot that runs after 01 waits for it too.
+            self.nodes_ready = wait_for_nodes(
+                f"{name}-nodes-ready", args.nodes, "Ready", parent=self, depends_on=[self.release]
+            )
         self.gateway: k8s.apiextensions.CustomResource | None = None
         gateway_object = ingress_gateway(cfg)
         if gateway_object is not None:

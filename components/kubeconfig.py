@@ -1,8 +1,10 @@
-"""The region's kubeconfig, built from the program's own CAs, and the wait before any chart.
+"""The region's kubeconfig, built from the program's own CAs, and the waits around the first chart.
 
 No SSH: the API's CA and the deployer's client certificate come from `ClusterPki`. A bounded
-wait on the deployer then confirms the API answers and every control-plane node joined and is
-Ready; the first Helm release depends on it.
+wait on the deployer confirms the API answers and every control-plane node joined; the
+Kubernetes provider and so every chart wait for it. Nodes become Ready only once Cilium installs
+the CNI (k3s runs without flannel), so the Ready wait (`wait_for_nodes(..., "Ready")`) follows
+the Cilium release and every later slot waits for it.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import base64
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import pulumi
 import pulumi_command as command
@@ -57,6 +59,41 @@ def render_kubeconfig(server: str, context: str, ca_pem: str, cert_pem: str, key
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NodeWait:
+    """What a bounded wait on the deployer needs: API, client certificate, nodes (all secret)."""
+
+    environment: pulumi.Output[dict[str, str]]
+    # A new or replaced server must be waited for again.
+    triggers: Sequence[pulumi.Input[str]]
+
+
+def wait_for_nodes(
+    name: str,
+    nodes: NodeWait,
+    must_be: Literal["registered", "Ready"],
+    *,
+    parent: pulumi.Resource,
+    depends_on: Sequence[pulumi.Resource],
+) -> command.local.Command:
+    """`render/wait_for_api.py` on the deployer, within WAIT_SECONDS: the API, then every node."""
+    return command.local.Command(
+        name,
+        create=WAIT_SCRIPT,
+        interpreter=["python3", "-c"],
+        environment=pulumi.Output.secret(
+            nodes.environment.apply(lambda env: {**env, "SOVEREIGN_NODES_MUST_BE": must_be})
+        ),
+        triggers=list(nodes.triggers),
+        logging=command.local.Logging.STDERR,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=list(depends_on),
+            custom_timeouts=pulumi.CustomTimeouts(create=f"{WAIT_SECONDS // 60 + 5}m"),
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class KubeconfigArgs:
     cfg: StackConfig
     server: pulumi.Input[str]
@@ -85,10 +122,7 @@ class Kubeconfig(pulumi.ComponentResource):
                 self.server, pki.server_ca_pem, pki.client_cert_pem, pki.client_key_pem
             ).apply(lambda v: render_kubeconfig(v[0], context, v[1], v[2], v[3]))
         )
-        self.ready = command.local.Command(
-            f"{name}-wait",
-            create=WAIT_SCRIPT,
-            interpreter=["python3", "-c"],
+        self.nodes = NodeWait(
             environment=pulumi.Output.secret(
                 pulumi.Output.all(
                     self.server,
@@ -108,14 +142,10 @@ class Kubeconfig(pulumi.ComponentResource):
                     }
                 )
             ),
-            # A new or replaced server must be waited for again.
             triggers=list(args.server_ids),
-            logging=command.local.Logging.STDERR,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=list(args.wait_for),
-                custom_timeouts=pulumi.CustomTimeouts(create=f"{WAIT_SECONDS // 60 + 5}m"),
-            ),
+        )
+        self.ready = wait_for_nodes(
+            f"{name}-wait", self.nodes, "registered", parent=self, depends_on=args.wait_for
         )
         # The cluster's identity: the server CA's key and the server that initialised etcd. A new
         # CA or a cp-1 that started a new cluster is a new cluster; Pulumi then creates every

@@ -7,46 +7,54 @@ table order, its Helm release waiting explicitly for the slots it runs after.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Final
 
 import pulumi
 
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cilium import Cilium, CiliumArgs
+from components.kubeconfig import NodeWait
 from components.system_upgrade import SystemUpgrade, SystemUpgradeArgs
 from components.vcluster import VClusterArgs, VClusterSlot
 from config.models import StackConfig, VClusterName
 from render.slots import active_slots
 
-Build = Callable[
-    [str, StackConfig, Sequence[pulumi.Resource], pulumi.ResourceOptions],
-    pulumi.ComponentResource,
-]
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlotInputs:
+    """What a slot's component waits for: the slots it runs after, and the nodes to be Ready."""
+
+    after: Sequence[pulumi.Resource]
+    nodes: NodeWait | None = None
+
+
+Build = Callable[[str, StackConfig, SlotInputs, pulumi.ResourceOptions], pulumi.ComponentResource]
 
 
 def _cilium(
-    name: str, cfg: StackConfig, after: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions
+    name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
 ) -> pulumi.ComponentResource:
-    return Cilium(name, CiliumArgs(cfg=cfg, after=after), opts)
+    return Cilium(name, CiliumArgs(cfg=cfg, after=slot.after, nodes=slot.nodes), opts)
 
 
 def _cert_manager(
-    name: str, cfg: StackConfig, after: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions
+    name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
 ) -> pulumi.ComponentResource:
-    return CertManager(name, CertManagerArgs(cfg=cfg, after=after), opts)
+    return CertManager(name, CertManagerArgs(cfg=cfg, after=slot.after), opts)
 
 
 def _system_upgrade(
-    name: str, cfg: StackConfig, after: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions
+    name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
 ) -> pulumi.ComponentResource:
-    return SystemUpgrade(name, SystemUpgradeArgs(cfg=cfg, after=after), opts)
+    return SystemUpgrade(name, SystemUpgradeArgs(cfg=cfg, after=slot.after), opts)
 
 
 def _vcluster(vcluster: VClusterName) -> Build:
     def build(
-        name: str, cfg: StackConfig, after: Sequence[pulumi.Resource], opts: pulumi.ResourceOptions
+        name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
     ) -> pulumi.ComponentResource:
-        return VClusterSlot(name, VClusterArgs(cfg=cfg, vcluster=vcluster, after=after), opts)
+        return VClusterSlot(name, VClusterArgs(cfg=cfg, vcluster=vcluster, after=slot.after), opts)
 
     return build
 
@@ -66,14 +74,21 @@ def build_slots(
     cfg: StackConfig,
     provider: pulumi.ProviderResource,
     ready: Sequence[pulumi.Resource] = (),
+    nodes: NodeWait | None = None,
 ) -> dict[int, pulumi.ComponentResource]:
     """Declare this region's slots in table order, each waiting for the slots it runs after.
 
-    A slot that runs after no other slot waits for `ready` (every control-plane node joined).
+    A slot that runs after no other slot waits for `ready` (every control-plane node joined) and
+    then waits for `nodes` to be Ready: the CNI it installs is what makes them Ready.
     """
     built: dict[int, pulumi.ComponentResource] = {}
     for slot in active_slots(cfg):
-        after = [built[number] for number in slot.after] or list(ready)
+        after = [built[number] for number in slot.after]
+        inputs = (
+            SlotInputs(after=after, nodes=None)
+            if after
+            else SlotInputs(after=list(ready), nodes=nodes)
+        )
         opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
-        built[slot.number] = BUILDERS[slot.number](slot.resource_name, cfg, after, opts)
+        built[slot.number] = BUILDERS[slot.number](slot.resource_name, cfg, inputs, opts)
     return built

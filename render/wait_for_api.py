@@ -1,4 +1,9 @@
-"""Wait, within one deadline, for the API and then for every control-plane node to be Ready.
+"""Wait, within one deadline, for the API and then for every control-plane node.
+
+`SOVEREIGN_NODES_MUST_BE=registered` (before Cilium): every node joined, i.e. its Node object
+exists; it cannot be Ready yet, since k3s runs without flannel and a node reports
+`NetworkPluginNotReady` until Cilium installs the CNI. `Ready` (after Cilium, before every other
+chart): every node Ready.
 
 Runs on the deployer (the `command.local.Command` of the kubeconfig step, `python3 -c`), with the
 program's own client certificate: no SSH. Reads only environment variables, imports only the
@@ -47,8 +52,9 @@ def _node_state(body: bytes) -> str:
 
 def wait(env: dict[str, str], clock: Any = time) -> int:
     api = env["SOVEREIGN_API"]
+    must_be_ready = env.get("SOVEREIGN_NODES_MUST_BE", "Ready") == "Ready"
     nodes = [n for n in env["SOVEREIGN_NODES"].split(",") if n]
-    addresses = dict(zip(nodes, env["SOVEREIGN_NODE_IPS"].split(","), strict=False))
+    addresses = dict(zip(nodes, env["SOVEREIGN_NODE_IPS"].split(",")))  # noqa: B905 - python3 3.9 on macOS
     budget = int(env["SOVEREIGN_TIMEOUT"])
     deadline = clock.time() + budget
     with tempfile.TemporaryDirectory() as directory:
@@ -63,20 +69,29 @@ def wait(env: dict[str, str], clock: Any = time) -> int:
                     status, body = _get(api + path, context)
                     if node is None and status == 200:
                         break
-                    if node is not None and status == 200 and _node_state(body) == "Ready":
-                        print(f"{node} is Ready", file=sys.stderr)
-                        break
+                    if node is not None and status == 200:
+                        if not must_be_ready:
+                            print(f"{node} joined", file=sys.stderr)
+                            break
+                        if _node_state(body) == "Ready":
+                            print(f"{node} is Ready", file=sys.stderr)
+                            break
                     last = f"HTTP {status}" if status != 200 else "NotReady"
                 except (OSError, ValueError) as err:
                     last = str(err)
                 if clock.time() >= deadline:
-                    print(_failure(api, node, addresses, budget, last), file=sys.stderr)
+                    print(
+                        _failure(api, node, addresses, budget, last, must_be_ready),
+                        file=sys.stderr,
+                    )
                     return 1
                 clock.sleep(5)
     return 0
 
 
-def _failure(api: str, node: str | None, addresses: dict[str, str], budget: int, last: str) -> str:
+def _failure(
+    api: str, node: str | None, addresses: dict[str, str], budget: int, last: str, ready: bool
+) -> str:
     if node is None:
         return (
             f"waited {budget}s for the Kubernetes API at {api}/readyz ({last}): the first "
@@ -85,9 +100,11 @@ def _failure(api: str, node: str | None, addresses: dict[str, str], budget: int,
         )
     where = addresses.get(node, "?")
     state = "did not register as a node" if last.startswith("HTTP 404") else "is not Ready"
+    goal = "be Ready (Cilium is installed)" if ready else "join the cluster"
     return (
-        f"waited {budget}s for server {node} ({where}) to join and be Ready: it {state} "
-        f"({last}); on it run `cloud-init status --long` (k3s install) and `journalctl -u k3s`"
+        f"waited {budget}s for server {node} ({where}) to {goal}: it {state} "
+        f"({last}); on it run `cloud-init status --long` (k3s install), `journalctl -u k3s`"
+        + (" and `kubectl -n kube-system get pods -o wide` (Cilium)" if ready else "")
     )
 
 

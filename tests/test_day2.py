@@ -185,10 +185,27 @@ def test_the_first_server_gets_every_ca_file_and_the_joiners_none(secondary: Run
         assert not [p for p in files_of(server(secondary, n)) if p.startswith(K3S_TLS_DIR)]
 
 
-def test_the_first_release_waits_for_every_node(secondary: Run) -> None:
-    wait = secondary.one("command:local:Command")
+def test_the_provider_and_cilium_wait_for_every_node_to_join(secondary: Run) -> None:
+    joined = secondary.one("command:local:Command", "omantel-hel1-2-wait")
+    assert joined.inputs["environment"]["SOVEREIGN_NODES_MUST_BE"] == "registered"
+    assert "environment" in joined.secret_inputs
+    # The provider reports the cluster unreachable for the whole run if it starts first.
+    provider = secondary.one("pulumi:providers:kubernetes")
+    assert joined.urn in provider.dependencies
     cilium = secondary.one(RELEASE, "slot-01-cilium-release")
-    assert wait.urn in cilium.dependencies
+    assert joined.urn in cilium.dependencies
+
+
+def test_every_slot_after_cilium_waits_for_every_node_to_be_ready(secondary: Run) -> None:
+    ready = secondary.one("command:local:Command", "slot-01-cilium-nodes-ready")
+    assert ready.inputs["environment"]["SOVEREIGN_NODES_MUST_BE"] == "Ready"
+    cilium = secondary.one(RELEASE, "slot-01-cilium-release")
+    assert cilium.urn in ready.dependencies
+    # Later releases wait for slot 01 as a whole (the SDK expands a component into its
+    # children), which the Ready wait is part of.
+    assert secondary.by_urn(ready.parent).name == "slot-01-cilium"
+    for name in ("slot-02-cert-manager-release", "slot-54-dmz-vcluster-release"):
+        assert ready.urn in secondary.one(RELEASE, name).dependencies
 
 
 def _env(**over: str) -> dict[str, str]:
@@ -246,9 +263,27 @@ def test_the_wait_names_the_server_that_never_joined(
     assert wait_for_api.wait(_env(), FakeClock()) == 1
     err = capsys.readouterr().err
     assert "omantel-hel1-2-cp-1 is Ready" in err
-    assert "server omantel-hel1-2-cp-2 (198.51.100.2) to join and be Ready" in err
+    assert "server omantel-hel1-2-cp-2 (198.51.100.2) to be Ready (Cilium is installed)" in err
     assert "did not register as a node" in err
     assert "cloud-init status --long" in err
+
+
+def test_before_cilium_a_node_needs_only_to_join(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Without flannel a node reports NetworkPluginNotReady until Cilium installs the CNI.
+    monkeypatch.setattr(wait_for_api, "_context", lambda *a: None)
+    not_ready = (
+        b'{"status": {"conditions": [{"type": "Ready", "status": "False", '
+        b'"reason": "KubeletNotReady", "message": "container runtime network not ready: '
+        b'NetworkReady=false reason:NetworkPluginNotReady"}]}}'
+    )
+    monkeypatch.setattr(wait_for_api, "_get", lambda url, context: (200, not_ready))
+    assert wait_for_api.wait(_env(SOVEREIGN_NODES_MUST_BE="registered"), FakeClock()) == 0
+    assert "omantel-hel1-2-cp-2 joined" in capsys.readouterr().err
+    # The same nodes do not pass the Ready wait.
+    assert wait_for_api.wait(_env(SOVEREIGN_NODES_MUST_BE="Ready"), FakeClock()) == 1
+    assert "to be Ready (Cilium is installed): it is not Ready" in capsys.readouterr().err
 
 
 def test_the_wait_really_times_out_against_a_closed_port() -> None:

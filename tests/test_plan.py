@@ -127,7 +127,8 @@ def test_every_secret_input_path_shows_the_placeholder(planned, primary) -> None
     assert checked >= 3  # server userData, the wait's environment, provider kubeconfig
     assert resource(plan, SERVER)["inputs"]["userData"] == SECRET
     assert resource(plan, "pulumi:providers:kubernetes")["inputs"]["kubeconfig"] == SECRET
-    assert resource(plan, "command:local:Command")["inputs"]["environment"] == SECRET
+    for wait in ("omantel-fsn1-wait", "slot-01-cilium-nodes-ready"):
+        assert resource(plan, "command:local:Command", wait)["inputs"]["environment"] == SECRET
     assert plan["outputs"]["kubeconfig"] == SECRET
     assert plan["outputs"]["regionKey"] == "fsn1"
 

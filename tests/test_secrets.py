@@ -94,7 +94,7 @@ def test_only_the_kubeconfig_output_is_secret_and_it_is(primary: Run) -> None:
 
 
 def test_the_wait_gets_the_client_key_as_a_secret_and_logs_only_stderr(primary: Run) -> None:
-    wait = primary.one("command:local:Command")
+    wait = primary.one("command:local:Command", "omantel-fsn1-wait")
     assert "environment" in wait.secret_inputs
     assert MINTED_KEY in wait.inputs["environment"]["SOVEREIGN_KEY"]
     assert wait.inputs["logging"] == "stderr"

@@ -146,7 +146,7 @@ def test_deployer_ssh_key_is_generated_per_region(primary: Run) -> None:
 
 
 def test_the_wait_runs_on_the_deployer_after_every_server_without_ssh(secondary: Run) -> None:
-    wait = secondary.one(COMMAND)
+    wait = secondary.one(COMMAND, "omantel-hel1-2-wait")
     assert not secondary.of_type("command:remote:Command"), "no SSH in the deploy path"
     assert wait.inputs["interpreter"] == ["python3", "-c"]
     assert "environment" in wait.secret_inputs, "it carries the client key"
