@@ -22,6 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.alias_generators import to_camel
 
 from config import grammar
 from config import secrets as secret_config
@@ -223,6 +224,8 @@ class Access(ConfigModel):
     )
     ssh_allowed_cidrs: list[SshCidr] = Field(
         default_factory=list[str],
+        # Left out, it is as empty as an explicit []: refused the same way.
+        validate_default=True,
         max_length=20,
         description="Sources allowed to TCP 22 (operators); the default API sources too.",
     )
@@ -553,12 +556,23 @@ def _scrub(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+def _as_typed(loc: Sequence[int | str], raw: Mapping[str, Any]) -> list[int | str]:
+    """The key path in the words users typed: pydantic names a defaulted field by its Python
+    name (`ssh_allowed_cidrs`), every other by its alias (`sshAllowedCidrs`)."""
+    typed: list[int | str] = []
+    for part in loc:
+        if isinstance(part, str) and "_" in part and _lookup(raw, [*typed, part]) is _MISSING:
+            part = to_camel(part)
+        typed.append(part)
+    return typed
+
+
 def _problems(
     err: ValidationError, raw: Mapping[str, Any], secret_keys: frozenset[str]
 ) -> list[Problem]:
     problems: list[Problem] = []
     for item in err.errors(include_url=False):
-        loc = [part for part in item["loc"] if part not in ("function-after",)]
+        loc = _as_typed([part for part in item["loc"] if part not in ("function-after",)], raw)
         value = _lookup(raw, loc)
         if item["type"] == "missing":
             shown, allowed = "(not set)", "required"

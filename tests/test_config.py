@@ -74,6 +74,16 @@ def test_wrong_types_are_reported_with_their_value() -> None:
     assert "sovereign:controlPlane.protect = 'maybe': Input should be a valid boolean" in message
 
 
+def test_ssh_sources_left_out_are_refused_like_an_empty_list() -> None:
+    raw = stack_config("primary")
+    raw["access"] = {k: v for k, v in raw["access"].items() if k != "sshAllowedCidrs"}
+    with pytest.raises(SovereignConfigError) as err:
+        parse_config(raw, "primary")
+    assert "sovereign:access.sshAllowedCidrs = (not set): empty, but operators reach" in str(
+        err.value
+    )
+
+
 def test_ssh_closed_is_refused_because_operators_and_the_default_api_sources_need_it() -> None:
     message, _ = refused({"access": {"sshAllowedCidrs": []}})
     assert (
