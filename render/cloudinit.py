@@ -51,6 +51,9 @@ METADATA_WAIT_SECONDS: Final = 180
 NIC_WAIT_SECONDS: Final = 60
 DHCP_WAIT_SECONDS: Final = 60
 INSTALL_ATTEMPTS: Final = 6
+# How long a joining server waits for the server it joins: the deployer's own wait for every
+# node (components/kubeconfig.WAIT_SECONDS) has the same bound.
+JOIN_WAIT_SECONDS: Final = 900
 
 # The MAC of the NIC that carries `want` (this server's private address), read from the YAML
 # list the metadata service returns: items start with "- ", fields are "key: value".
@@ -164,6 +167,9 @@ version={version}
 url={url}
 installer={installer}
 attempts={attempts}
+# The server this one joins (empty on the server that starts the cluster).
+join={join}
+join_wait={join_wait}
 
 log() {{ echo "sovereign-k3s-install: $*" >&2; }}
 
@@ -171,6 +177,22 @@ log() {{ echo "sovereign-k3s-install: $*" >&2; }}
   log "FAILED: k3s not installed: no private address (see above)"
   exit 1
 }}
+
+# A joining server comes up while cp-1 may still be installing k3s: wait, bounded, until the
+# server it joins answers (k3s serves /cacerts without credentials) rather than spend the
+# install attempts below on a cluster that does not exist yet.
+if [[ -n "$join" ]]; then
+  deadline=$((SECONDS + join_wait))
+  until curl -ksf --connect-timeout 5 --max-time 10 -o /dev/null "$join/cacerts"; do
+    if ((SECONDS >= deadline)); then
+      log "FAILED: ${{join}} did not answer for ${{join_wait}}s: the server this one joins \
+(cp-1, or the API load balancer in front of it) is not up; see its cloud-init status"
+      exit 1
+    fi
+    sleep 10
+  done
+  log "${{join}} answers; joining"
+fi
 
 download() {{
   curl -sfL --retry 5 --retry-delay 5 --retry-all-errors --connect-timeout 10 \
@@ -456,10 +478,11 @@ def private_address_script(cfg: StackConfig, node: int) -> str:
     )
 
 
-def install_script(cfg: StackConfig, *, start: bool = True) -> str:
+def install_script(cfg: StackConfig, *, start: bool = True, join: str = "") -> str:
     """Install the pinned k3s after the address wait, retrying transient failures (bounded).
 
-    `start=False` installs without starting k3s, for a server that restores etcd first.
+    `start=False` installs without starting k3s, for a server that restores etcd first; `join`
+    is the URL of the server this one joins, which it waits for first (bounded).
     """
     return INSTALL_SCRIPT.format(
         skip_start="false" if start else "true",
@@ -468,6 +491,8 @@ def install_script(cfg: StackConfig, *, start: bool = True) -> str:
         installer=shlex.quote(INSTALLER_PATH),
         attempts=INSTALL_ATTEMPTS,
         address_script=PRIVATE_ADDRESS_SCRIPT_PATH,
+        join=shlex.quote(join),
+        join_wait=JOIN_WAIT_SECONDS,
     )
 
 
@@ -498,7 +523,10 @@ def cloud_config(
     restoring = (
         boot.mode == "restore" and snapshot is not None and boot.restore_credentials is not None
     )
-    files.append(_file(INSTALL_SCRIPT_PATH, install_script(cfg, start=not restoring), "0700"))
+    join = str(k3s_config.get("server", ""))
+    files.append(
+        _file(INSTALL_SCRIPT_PATH, install_script(cfg, start=not restoring, join=join), "0700")
+    )
     # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
     # could not bring up the private address or install k3s ends in cloud-init status "error".
     runcmd: list[list[str]] = [["systemctl", "restart", "ssh"], [INSTALL_SCRIPT_PATH]]

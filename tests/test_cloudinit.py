@@ -354,3 +354,18 @@ def test_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
             check=False,
         )
         assert result.returncode == 0, result.stdout
+
+
+def test_a_joining_server_waits_bounded_for_the_server_it_joins() -> None:
+    c = cfg("secondary")
+    first = written(c, 0, cloudinit.INSTALL_SCRIPT_PATH)["content"]
+    assert "\njoin=''\n" in first, "cp-1 starts the cluster and waits for nobody"
+    for node in (1, 2):
+        k3s = yaml.safe_load(written(c, node, cloudinit.K3S_CONFIG_PATH)["content"])
+        script = written(c, node, cloudinit.INSTALL_SCRIPT_PATH)["content"]
+        # The same URL k3s joins through, waited for before the install attempts are spent.
+        assert f"\njoin={k3s['server']}\n" in script
+        assert f"\njoin_wait={cloudinit.JOIN_WAIT_SECONDS}\n" in script
+        assert 'curl -ksf --connect-timeout 5 --max-time 10 -o /dev/null "$join/cacerts"' in script
+        assert script.index('"$join/cacerts"') < script.index("for ((attempt = 1;")
+        assert "did not answer for ${join_wait}s: the server this one joins" in script
