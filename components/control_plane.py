@@ -162,10 +162,12 @@ class ControlPlane(pulumi.ComponentResource):
         # The API endpoint exists before the servers: its addresses go into every server's
         # certificate (tls-san) and cp-2/cp-3 join through its private address.
         self.api_public_ip: pulumi.Output[str] | None = None
+        api_lb: tuple[hcloud.LoadBalancer, hcloud.LoadBalancerNetwork] | None = None
         api_targets_after: list[pulumi.Resource] = []
         if api_load_balancer(cfg):
-            self.api_public_ip, attachment = self._api_load_balancer(name, cfg, net, labels)
-            api_targets_after.append(attachment)
+            api_lb = self._api_load_balancer(name, cfg, net, labels)
+            self.api_public_ip = api_lb[0].ipv4
+            api_targets_after.append(api_lb[1])
         api_ip: pulumi.Output[str | None] = (
             self.api_public_ip if self.api_public_ip is not None else pulumi.Output.from_input(None)
         )
@@ -268,8 +270,8 @@ class ControlPlane(pulumi.ComponentResource):
             self.public_ips.append(public_ip.ip_address)
 
         self.api_targets: list[hcloud.LoadBalancerTarget] = []
-        if self.api_public_ip is not None:
-            self.api_targets = self._api_targets(name, api_targets_after[0])
+        if api_lb is not None:
+            self.api_targets = self._server_targets(f"{name}-api-lb", *api_lb)
         self.node_names: list[str] = [
             server_name(cfg, node) for node in range(cfg.control_plane.count)
         ]
@@ -288,47 +290,44 @@ class ControlPlane(pulumi.ComponentResource):
             }
         )
 
-    def _api_load_balancer(
-        self, name: str, cfg: StackConfig, net: RegionNetwork, labels: dict[str, str]
-    ) -> tuple[pulumi.Output[str], hcloud.LoadBalancerNetwork]:
-        """One stable API address in front of every server; unhealthy servers leave rotation."""
-        child = pulumi.ResourceOptions(parent=self)
-        self._api_lb = hcloud.LoadBalancer(
-            f"{name}-api-lb",
-            name=f"{prefix(cfg)}-api",
-            load_balancer_type=cfg.api.load_balancer_type,
+    def _private_load_balancer(
+        self,
+        key: str,
+        *,
+        physical_name: str,
+        lb_type: str,
+        private_ip: str,
+        cfg: StackConfig,
+        net: RegionNetwork,
+        labels: dict[str, str],
+    ) -> tuple[hcloud.LoadBalancer, hcloud.LoadBalancerNetwork]:
+        """A Hetzner load balancer attached to the region's network at a pinned address."""
+        lb = hcloud.LoadBalancer(
+            key,
+            name=physical_name,
+            load_balancer_type=lb_type,
             location=cfg.region.location,
             labels=labels,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self),
         )
         attachment = hcloud.LoadBalancerNetwork(
-            f"{name}-api-lb-net",
-            load_balancer_id=self._api_lb.id.apply(int),
+            f"{key}-net",
+            load_balancer_id=lb.id.apply(int),
             network_id=net.network_id,
-            ip=cfg.api.private_ip,
+            ip=private_ip,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[net.subnet]),
         )
-        hcloud.LoadBalancerService(
-            f"{name}-api-lb-{API_PORT}",
-            load_balancer_id=self._api_lb.id,
-            protocol="tcp",
-            listen_port=API_PORT,
-            destination_port=API_PORT,
-            health_check=hcloud.LoadBalancerServiceHealthCheckArgs(
-                protocol="tcp", port=API_PORT, interval=5, timeout=3, retries=2
-            ),
-            opts=child,
-        )
-        return self._api_lb.ipv4, attachment
+        return lb, attachment
 
-    def _api_targets(
-        self, name: str, attachment: pulumi.Resource
+    def _server_targets(
+        self, key: str, lb: hcloud.LoadBalancer, attachment: pulumi.Resource
     ) -> list[hcloud.LoadBalancerTarget]:
+        """Every control-plane server, reached over the private network."""
         return [
             hcloud.LoadBalancerTarget(
-                f"{name}-api-lb-target-{node + 1}",
+                f"{key}-target-{node + 1}",
                 type="server",
-                load_balancer_id=self._api_lb.id.apply(int),
+                load_balancer_id=lb.id.apply(int),
                 server_id=server.id.apply(int),
                 use_private_ip=True,
                 # Private targets are refused until the LB itself is in the network.
@@ -337,37 +336,47 @@ class ControlPlane(pulumi.ComponentResource):
             for node, server in enumerate(self.servers)
         ]
 
+    def _api_load_balancer(
+        self, name: str, cfg: StackConfig, net: RegionNetwork, labels: dict[str, str]
+    ) -> tuple[hcloud.LoadBalancer, hcloud.LoadBalancerNetwork]:
+        """One stable API address in front of every server; unhealthy servers leave rotation."""
+        lb, attachment = self._private_load_balancer(
+            f"{name}-api-lb",
+            physical_name=f"{prefix(cfg)}-api",
+            lb_type=cfg.api.load_balancer_type,
+            private_ip=cfg.api.private_ip,
+            cfg=cfg,
+            net=net,
+            labels=labels,
+        )
+        hcloud.LoadBalancerService(
+            f"{name}-api-lb-{API_PORT}",
+            load_balancer_id=lb.id,
+            protocol="tcp",
+            listen_port=API_PORT,
+            destination_port=API_PORT,
+            health_check=hcloud.LoadBalancerServiceHealthCheckArgs(
+                protocol="tcp", port=API_PORT, interval=5, timeout=3, retries=2
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return lb, attachment
+
     def _load_balancer(
         self, name: str, cfg: StackConfig, net: RegionNetwork, labels: dict[str, str]
     ) -> pulumi.Output[str]:
         lb_cfg = cfg.load_balancer
         child = pulumi.ResourceOptions(parent=self)
-        lb = hcloud.LoadBalancer(
+        lb, attachment = self._private_load_balancer(
             f"{name}-lb",
-            name=f"{prefix(cfg)}-ingress",
-            load_balancer_type=lb_cfg.type,
-            location=cfg.region.location,
+            physical_name=f"{prefix(cfg)}-ingress",
+            lb_type=lb_cfg.type,
+            private_ip=lb_cfg.private_ip,
+            cfg=cfg,
+            net=net,
             labels=labels,
-            opts=child,
         )
-        lb_id = lb.id.apply(int)
-        attachment = hcloud.LoadBalancerNetwork(
-            f"{name}-lb-net",
-            load_balancer_id=lb_id,
-            network_id=net.network_id,
-            ip=lb_cfg.private_ip,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[net.subnet]),
-        )
-        for node, server in enumerate(self.servers):
-            hcloud.LoadBalancerTarget(
-                f"{name}-lb-target-{node + 1}",
-                type="server",
-                load_balancer_id=lb_id,
-                server_id=server.id.apply(int),
-                use_private_ip=True,
-                # Private targets are refused until the LB itself is in the network.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
-            )
+        self._server_targets(f"{name}-lb", lb, attachment)
         # The targets listen there through Cilium's Gateway in host network mode (preflight
         # refuses a load balancer without it). The TCP health check keeps a node whose envoy
         # is not (yet) listening out of rotation, so no request goes to a closed port.
