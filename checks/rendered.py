@@ -4,7 +4,7 @@ Each check returns `Problem`s naming the config key that controls the finding wh
 one, else the release and the rendered object's key path, with the value and the fix. They run
 in `./sovereign plan` and the tests; the preflight inside `pulumi up` runs the mirror check
 (`mirror_problems`) only when the mirror is on, because rendering costs 0.3-0.8 s per stack
-(README "Speed").
+(docs/review.md "Speed").
 """
 
 from __future__ import annotations

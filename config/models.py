@@ -158,7 +158,7 @@ class ControlPlane(ConfigModel):
     k3s_version: str = Field(
         alias="k3sVersion",
         description="Pinned k3s release, e.g. v1.33.13+k3s2; its minor must be supported by "
-        "the Cilium and cert-manager lines (README: Versions).",
+        "the Cilium and cert-manager lines (docs/versions.md).",
     )
     protect: bool = Field(default=True, description="Pulumi `protect` on control-plane servers.")
     allow_replacement: bool = Field(
@@ -348,7 +348,7 @@ class GatewayApi(ConfigModel):
     )
     crds_version: Annotated[str, AfterValidator(grammar.gateway_api_release)] = Field(
         default="v1.3.0",
-        description="Gateway API CRDs the Cilium line supports (README: Versions).",
+        description="Gateway API CRDs the Cilium line supports (docs/versions.md).",
     )
 
 

@@ -78,7 +78,7 @@ def skew_refusal(deployed: str, wanted: str) -> str | None:
     if new < old:
         return (
             f"a downgrade from the deployed {deployed}; k3s and etcd cannot go back (restore an "
-            "etcd snapshot of the older version instead, see README 'Backup and restore')"
+            "etcd snapshot of the older version instead, see docs/day2.md 'Backup and restore')"
         )
     if new[0] > old[0] + 1:
         return (

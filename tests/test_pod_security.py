@@ -330,7 +330,7 @@ def test_release_values_reach_the_pod() -> None:
 # --- the hand-written model against Helm's own render ----------------------------------------
 #
 # The preflight inside `pulumi up` and the policy pack judge `vcluster_pod_spec` (no chart
-# rendering there: see README "Pod Security"). These tests hold that model to the real
+# rendering there: see docs/pod-security-and-images.md). These tests hold that model to the real
 # StatefulSet the vcluster 0.20.0 chart renders, for every configuration the tests use.
 
 _HARDENED = {

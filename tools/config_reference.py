@@ -1,6 +1,8 @@
-"""The README's configuration table, generated from the pydantic models (one source of truth).
+"""The configuration table of docs/configuration.md, generated from the pydantic models (one
+source of truth).
 
-Run `./sovereign config-reference` to print it; a test fails when README.md drifts from it.
+Run `./sovereign config-reference` to print it; a test fails when docs/configuration.md drifts
+from it.
 """
 
 from __future__ import annotations

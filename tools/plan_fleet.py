@@ -34,8 +34,8 @@ from tools.plan_json import as_dict, as_list
 
 __all__ = ["FleetReport", "StackSummary", "check_fleet", "evaluate_fleet", "run_fleet"]
 
-# From this many stacks on, two workers clearly beat one process (measured: README, "Speed");
-# below it both take about as long, the SDK import dominating either way.
+# From this many stacks on, two workers clearly beat one process (measured: docs/review.md,
+# "Speed"); below it both take about as long, the SDK import dominating either way.
 POOL_FROM: Final = 4
 
 
