@@ -49,6 +49,11 @@ NETWORK_ZONES: Final[Mapping[str, str]] = {
     "sin": "ap-southeast",
 }
 
+# kube-apiserver's default --service-node-port-range; k3s leaves it unchanged and the program sets
+# no other. source: https://kubernetes.io/docs/reference/command-line-tools-reference/
+# kube-apiserver/ (`--service-node-port-range`, default 30000-32767; checked 2026-12-04).
+NODE_PORT_RANGE: Final = (30000, 32767)
+
 # Pod CIDR 10.(42+index).0.0/16 must stay below the service range 10.96.0.0/16 of index 0.
 MAX_REGION_INDEX: Final = 53
 
@@ -294,17 +299,30 @@ class LoadBalancer(ConfigModel):
         default="10.0.1.254", description="Pinned private IP in the subnet."
     )
     http_node_port: int = Field(
-        default=30080,
-        ge=30000,
-        le=32767,
+        default=18080,
+        ge=1024,
+        le=65535,
         description="Host port of the Gateway's HTTP listener; the LB forwards 80 here.",
     )
     https_node_port: int = Field(
-        default=30443,
-        ge=30000,
-        le=32767,
+        default=18443,
+        ge=1024,
+        le=65535,
         description="Host port of the Gateway's TLS listener; the LB forwards 443 here.",
     )
+
+    @field_validator("http_node_port", "https_node_port")
+    @classmethod
+    def _outside_node_port_range(cls, value: int) -> int:
+        # Envoy binds these on every node's host network; inside the NodePort range the API
+        # server could hand the same port to a NodePort Service, and whichever binds second fails.
+        low, high = NODE_PORT_RANGE
+        if low <= value <= high:
+            raise ValueError(
+                f"a host port outside the NodePort range {low}-{high} (kube-apiserver's "
+                "--service-node-port-range default, which k3s keeps), e.g. 18080 and 18443"
+            )
+        return value
 
 
 # Every registry the pinned charts pull from (their rendered images: tests/test_render_checks.py

@@ -402,11 +402,21 @@ def k3s_server_config(
         # Local snapshots always (the server's own disk); a copy off the server with backups on.
         "etcd-snapshot-schedule-cron": cfg.backups.schedule,
         "etcd-snapshot-retention": cfg.backups.retention,
+        # Every Secret (the S3 keys' own Secret among them) is AES-encrypted in etcd, so no
+        # snapshot on the server's disk or in the bucket holds one in plain text. On from the
+        # first start of every server: k3s does not support turning it on later.
+        # source: https://docs.k3s.io/security/secrets-encryption and
+        # https://docs.k3s.io/cli/secrets-encrypt (checked 2026-12-04).
+        "secrets-encryption": True,
     }
     if cfg.backups.enabled:
-        # Only these two: any other etcd-s3 key here would make k3s ignore the whole Secret.
+        # The Secret's loader never reads a retention (k3s-io/k3s pkg/etcd/s3/config_secret.go,
+        # getConfigFromSecret @ 4755269, checked 2026-12-04), so without this key the bucket is
+        # never pruned. Endpoint, bucket, folder and keys stay in the Secret only: those keys in
+        # this file would make k3s ignore the whole Secret (pkg/etcd/s3/s3.go, GetClient).
         config["etcd-s3"] = True
         config["etcd-s3-config-secret"] = ETCD_S3_SECRET_NAME
+        config["etcd-s3-retention"] = cfg.backups.retention
     if boot.mode == "join":
         config["server"] = join_url(cfg)
     else:

@@ -75,6 +75,14 @@ def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
             },
             "service": {"spec": {"type": "ClusterIP"}},
         },
+        # The host's service range, given rather than detected: vCluster 0.20 finds it by
+        # parsing an API server error that Kubernetes 1.33+ no longer words that way, then falls
+        # back to 10.96.0.0/12, which misses a region with index > 15 or a custom serviceCidr.
+        # A set `serviceCIDR` skips the detection. sources: loft-sh/vcluster v0.20.0
+        # pkg/util/servicecidr/servicecidr.go (FallbackCIDR); the chart's values schema
+        # (render/charts/vcluster-0.20.0.values.schema.json, top-level `serviceCIDR`); checked
+        # 2026-12-04.
+        "serviceCIDR": cfg.service_cidr,
         # The chart reports usage to loft.sh unless told not to (values.yaml `telemetry.enabled:
         # true` at v0.20.0); a sovereign region sends nothing out unless its operator opts in.
         "telemetry": {"enabled": spec.telemetry},

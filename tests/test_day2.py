@@ -364,6 +364,8 @@ def test_backups_go_to_object_storage_with_secret_credentials_not_in_user_data()
     assert flags["etcd-s3-config-secret"] == ETCD_S3_SECRET_NAME
     assert flags["etcd-snapshot-schedule-cron"] == "0 */6 * * *"
     assert flags["etcd-snapshot-retention"] == 28
+    # The bucket is pruned at the same count: the Secret carries no retention.
+    assert flags["etcd-s3-retention"] == 28
     assert "fake-secret-key" not in run.one(SERVER).inputs["userData"]
     secret = run.one("kubernetes:core/v1:Secret")
     assert secret.inputs["metadata"] == {"name": ETCD_S3_SECRET_NAME, "namespace": "kube-system"}
@@ -373,6 +375,26 @@ def test_backups_go_to_object_storage_with_secret_credentials_not_in_user_data()
     assert data["etcd-s3-bucket"] == "omantel-etcd"
     assert data["etcd-s3-folder"] == "fsn1"
     assert data["etcd-s3-secret-key"] == "fake-secret-key-abcdefghijklmnop"
+
+
+def test_bucket_retention_follows_the_configured_count() -> None:
+    run = evaluate("secondary", {**BACKUPS, "backups": {**BACKUPS["backups"], "retention": 7}})
+    assert run.error is None, run.error
+    for n in (1, 2, 3):
+        flags = k3s_config(server(run, n))
+        assert (flags["etcd-s3-retention"], flags["etcd-snapshot-retention"]) == (7, 7)
+        # Any other etcd-s3 key in the file would make k3s ignore the Secret.
+        assert {key for key in flags if key.startswith("etcd-s3")} == {
+            "etcd-s3",
+            "etcd-s3-config-secret",
+            "etcd-s3-retention",
+        }
+
+
+def test_secrets_are_encrypted_at_rest_on_every_server_from_cluster_init(secondary: Run) -> None:
+    flags = [k3s_config(server(secondary, n)) for n in (1, 2, 3)]
+    assert "cluster-init" in flags[0]
+    assert all(f["secrets-encryption"] is True for f in flags)
 
 
 def test_local_snapshots_are_kept_without_backups(primary: Run) -> None:

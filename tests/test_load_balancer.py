@@ -33,7 +33,7 @@ def test_load_balancer_without_a_gateway_is_refused() -> None:
         "sovereign:loadBalancer.enabled = true: needs sovereign:cilium.gatewayApi.enabled: true"
         in message
     )
-    assert "80/443 to ports 30080/30443" in message
+    assert "80/443 to ports 18080/18443" in message
 
 
 def test_every_lb_port_targets_a_gateway_listener_with_a_health_check() -> None:
@@ -81,11 +81,28 @@ def test_targets_are_every_server_over_the_private_network() -> None:
 
 
 def test_custom_ports_move_listeners_and_lb_targets_together() -> None:
-    overrides = {**WITH_GATEWAY, "loadBalancer": {"enabled": True, "httpNodePort": 30100}}
+    overrides = {**WITH_GATEWAY, "loadBalancer": {"enabled": True, "httpNodePort": 28080}}
     run = run_with("primary", overrides)
     ports = {int(item["port"]) for item in run.one(GATEWAY).inputs["spec"]["listeners"]}
     targets = {int(s.inputs["destinationPort"]) for s in run.of_type(SERVICE)}
-    assert ports == targets == {30100, 30443}
+    assert ports == targets == {28080, 18443}
+
+
+def test_default_gateway_host_ports_are_outside_the_node_port_range() -> None:
+    run = run_with("primary", WITH_GATEWAY)
+    ports = {int(item["port"]) for item in run.one(GATEWAY).inputs["spec"]["listeners"]}
+    assert ports == {18080, 18443}
+    assert not any(30000 <= port <= 32767 for port in ports)
+
+
+def test_a_host_port_inside_the_node_port_range_is_refused() -> None:
+    lb = {"enabled": True, "httpNodePort": 30080, "httpsNodePort": 32767}
+    run = evaluate("primary", {**WITH_GATEWAY, "loadBalancer": lb})
+    assert run.registrations == []
+    message = str(run.error)
+    for key, value in (("httpNodePort", 30080), ("httpsNodePort", 32767)):
+        assert f"sovereign:loadBalancer.{key} = {value}" in message
+    assert "outside the NodePort range 30000-32767" in message
 
 
 def test_no_gateway_object_without_the_load_balancer(primary: Run) -> None:

@@ -221,7 +221,7 @@ def test_load_balancer_is_optional_with_pinned_private_ip() -> None:
         for s in run.of_type("hcloud:index/loadBalancerService:LoadBalancerService")
         if "api-lb" not in s.name
     }
-    assert services == {80: 30080, 443: 30443}
+    assert services == {80: 18080, 443: 18443}
     assert run.outputs["loadBalancerIp"].startswith("203.0.113.")
     lbs = evaluate("secondary").of_type("hcloud:index/loadBalancer:LoadBalancer")
     assert [lb.name for lb in lbs] == ["omantel-hel1-2-api-lb"], "only the API endpoint"

@@ -228,3 +228,19 @@ def test_ingress_allow_lists(primary: Run, secondary: Run) -> None:
     assert world in peers(primary, "dmz")
     assert world not in peers(primary, "mgmt")
     assert world not in peers(secondary, "rtz")
+
+
+def test_vcluster_gets_the_region_service_cidr_past_vclusters_fallback() -> None:
+    # Index 16's default range 10.112.0.0/16 lies outside vCluster 0.20's fallback 10.96.0.0/12.
+    run = evaluate("secondary", {"region": {"index": 16}})
+    assert run.error is None, run.error
+    assert run.outputs["serviceCidr"] == "10.112.0.0/16"
+    for release in ("dmz-vcluster", "rtz-vcluster"):
+        assert values(run, release)["serviceCIDR"] == "10.112.0.0/16"
+
+
+def test_vcluster_gets_a_custom_service_cidr() -> None:
+    run = evaluate("primary", {"network": {"serviceCidr": "172.20.0.0/16"}})
+    assert run.error is None, run.error
+    for release in ("dmz-vcluster", "mgmt-vcluster"):
+        assert values(run, release)["serviceCIDR"] == "172.20.0.0/16"
