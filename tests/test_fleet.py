@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,13 +24,20 @@ import yaml
 
 from tools.fleet import (
     REQUESTS_PER_REGION,
+    AutomationWorkspace,
+    Console,
+    Control,
     FleetStack,
+    Interrupts,
+    OfflinePlan,
     OnOutput,
     Outcome,
+    StackMissingError,
     Workspace,
     default_concurrency,
     hetzner_requests,
     main,
+    offline_plan,
 )
 from tools.plan_fleet import generate_fleet
 
@@ -37,23 +45,44 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class FakeWorkspace:
+    """`missing`: stacks the backend does not have; `interrupt_at`: the stack whose start
+    raises SIGINT in this process, as a Ctrl-C would. An interrupted operation ends the way the
+    CLI's does: promptly, with an error."""
+
     def __init__(
         self,
         *,
         fail: Mapping[str, str] | None = None,
         changes: Mapping[str, Mapping[str, int]] | None = None,
         delay: float = 0.03,
+        missing: set[str] | None = None,
+        interrupt_at: str | None = None,
     ) -> None:
         self.fail = dict(fail or {})
         self.changes = dict(changes or {})
         self.delay = delay
+        self.missing = set(missing or ())
+        self.interrupt_at = interrupt_at
         self.lock = threading.Lock()
         self.events: list[tuple[str, str, str]] = []
+        self.created: list[str] = []
+        self.interrupts: list[bool] = []
+        self.cancel = threading.Event()
         self.active = 0
         self.peak = 0
 
-    def stack(self, name: str) -> FleetStack:
+    def stack(self, name: str, *, create: bool) -> FleetStack:
+        if name in self.missing:
+            if not create:
+                raise StackMissingError(name)
+            with self.lock:
+                self.created.append(name)
+                self.missing.discard(name)
         return FakeStack(self, name)
+
+    def interrupt(self, *, again: bool) -> None:
+        self.interrupts.append(again)
+        self.cancel.set()
 
     def started(self, op: str | None = None) -> list[str]:
         return [s for kind, o, s in self.events if kind == "start" and op in (None, o)]
@@ -72,7 +101,12 @@ class FakeStack:
             ws.events.append(("start", op, self.name))
         try:
             on_output(f"{op} of {self.name}: Updating (fake)\n")
-            time.sleep(ws.delay)
+            if self.name == ws.interrupt_at:
+                signal.raise_signal(signal.SIGINT)
+                if not ws.cancel.wait(5):
+                    raise RuntimeError("the fleet never passed the interrupt on")
+            if ws.cancel.wait(ws.delay):
+                raise RuntimeError(f"error: {op} canceled")
             if self.name in ws.fail:
                 raise RuntimeError(ws.fail[self.name])
             return Outcome(ws.changes.get(self.name, {"same": 27}))
@@ -91,8 +125,12 @@ class FakeStack:
         return self._run("drift", on_output)
 
 
+def no_plan(stack: str, _directory: Path, _log_dir: Path) -> tuple[int, str]:
+    raise AssertionError(f"no offline plan expected, asked for {stack}")
+
+
 def run(
-    directory: Path, *args: str, ws: FakeWorkspace | None = None
+    directory: Path, *args: str, ws: FakeWorkspace | None = None, plan: OfflinePlan = no_plan
 ) -> tuple[int, str, str, FakeWorkspace]:
     fake = ws or FakeWorkspace()
 
@@ -105,6 +143,7 @@ def run(
         out=out,
         err=err,
         workspace=factory,
+        plan=plan,
     )
     return code, out.getvalue(), err.getvalue(), fake
 
@@ -287,3 +326,174 @@ def test_ci_matrix_lists_every_stack_file_primary_first(tmp_path: Path) -> None:
     assert matrix(ROOT)["stacks"] == ["primary", "secondary"]
     (tmp_path / "Pulumi.a$(id).yaml").write_text("config: {}\n")
     assert ci_main([str(tmp_path)]) == 1
+
+
+# Stacks the backend does not have: only `up` creates them
+
+
+def test_preview_all_shows_a_new_stacks_offline_plan_and_creates_nothing(fleet: Path) -> None:
+    ws = FakeWorkspace(missing={"region-02"})
+    code, out, err, _ = run(fleet, "preview", "--all", ws=ws, plan=offline_plan)
+    assert code == 0, err
+    assert ws.created == []
+    assert "region-02" not in ws.started()
+    assert sorted(ws.started()) == ["primary", "region-01", "region-03"]
+    assert (
+        "[region-02] preview: stack region-02 is not in the backend yet: nothing was created; "
+        "the first `up` creates it (in CI: on merge)."
+    ) in out
+    # The real `./sovereign plan` of that stack, from the stack file in the fleet directory.
+    assert "[region-02] sovereign plan: stack region-02 (secondary, region " in out
+    assert "[region-02] Deploy waves (a wave runs in parallel" in out
+    assert (fleet / "logs" / "region-02.plan.json").is_file()
+    assert row(out, "region-02")[1] == "new"
+
+
+def test_drift_all_names_a_stack_not_in_the_backend_and_exits_non_zero(fleet: Path) -> None:
+    ws = FakeWorkspace(missing={"region-01", "region-03"})
+    code, out, _, _ = run(fleet, "drift", "--all", ws=ws)
+    assert code == 1
+    assert ws.created == []
+    assert sorted(ws.started()) == ["primary", "region-02"]
+    assert row(out, "region-01")[1] == "missing"
+    assert (
+        "drift: not in the backend: region-01, region-03 (only up creates a stack: "
+        "./sovereign up --stacks region-01,region-03)"
+    ) in out
+
+
+def test_only_up_creates_a_stack_the_backend_does_not_have(fleet: Path) -> None:
+    ws = FakeWorkspace(missing={"region-03"})
+    code, out, err, _ = run(fleet, "up", "--all", ws=ws)
+    assert code == 0, err
+    assert ws.created == ["region-03"]
+    assert row(out, "region-03")[1] == "ok"
+
+
+# Ctrl-C
+
+
+def test_an_interrupt_during_the_primary_starts_no_other_stack(fleet: Path) -> None:
+    ws = FakeWorkspace(interrupt_at="primary", delay=0.2)
+    code, out, _, _ = run(fleet, "up", "--all", "--concurrency", "3", ws=ws)
+    assert code == 130
+    assert ws.started() == ["primary"]
+    # Passed on once to the running operation, which Pulumi cancels cleanly.
+    assert ws.interrupts == [False]
+    assert "interrupted: starting no further stack; cancelling primary" in out
+    assert row(out, "primary")[1] == "cancelled"
+    assert row(out, "region-01")[1:3] == ["not", "started"]
+    assert out.rstrip().endswith(
+        "interrupted: finished: none; cancelled: primary; "
+        "never started: region-01, region-02, region-03"
+    )
+
+
+def test_an_interrupt_during_a_secondary_lets_it_cancel_and_starts_no_more(fleet: Path) -> None:
+    ws = FakeWorkspace(interrupt_at="region-01", delay=0.2)
+    code, out, _, _ = run(fleet, "preview", "--all", "--concurrency", "1", ws=ws)
+    assert code == 130
+    assert ws.started() == ["primary", "region-01"]
+    assert ws.interrupts == [False]
+    assert out.rstrip().endswith(
+        "interrupted: finished: primary; cancelled: region-01; never started: region-02, region-03"
+    )
+
+
+def test_a_second_interrupt_exits_at_once_naming_what_may_be_left_locked() -> None:
+    ws = FakeWorkspace()
+    control = Control()
+    out = io.StringIO()
+    exits: list[int] = []
+    handler = Interrupts(ws, control, Console(out), exit_now=exits.append)
+    assert control.begin("primary")
+    assert control.begin("region-01")
+    handler(signal.SIGINT, None)
+    assert control.stop.is_set()
+    assert exits == []
+    assert not control.begin("region-02")  # nothing new starts
+    handler(signal.SIGINT, None)
+    assert exits == [130]
+    assert ws.interrupts == [False, True]
+    assert (
+        "These stacks may be left locked, with pending operations: primary, region-01. Once no "
+        "update of theirs runs: pulumi cancel --stack primary; pulumi cancel --stack region-01"
+    ) in out.getvalue()
+
+
+# The real AutomationWorkspace, over a stand-in `pulumi` on PATH (the CLI cannot run here)
+
+FAKE_CLI = """#!/usr/bin/env bash
+# Stands in for the Pulumi CLI: records each call and the session it runs in, answers
+# `version`, refuses to select a stack other than `primary` with the CLI's own message, and
+# runs a long preview that ends the way the CLI's does on Ctrl-C.
+log=$FAKE_PULUMI_LOG
+[ "${1:-}" = --non-interactive ] && shift
+echo "$* | session $(cut -d' ' -f6 /proc/$$/stat)" >> "$log"
+case "${1:-} ${2:-}" in
+  "version "*) echo v3.272.0 ;;
+  "stack select")
+    [ "$4" = primary ] || { echo "error: no stack named '$4' found" >&2; exit 255; } ;;
+  "preview "*)
+    trap 'echo SIGINT >> "$log"; echo "error: preview canceled" >&2; exit 255' INT
+    echo "Previewing update (primary)"
+    for _ in $(seq 100); do sleep 0.1; done
+    exit 0 ;;
+esac
+"""
+
+
+@pytest.fixture
+def fake_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    cli = bin_dir / "pulumi"
+    cli.write_text(FAKE_CLI)
+    cli.chmod(0o755)
+    log = tmp_path / "pulumi-calls.log"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_PULUMI_LOG", str(log))
+    return log
+
+
+def test_the_automation_workspace_selects_and_reports_a_missing_stack(
+    fleet: Path, fake_cli: Path
+) -> None:
+    ws = AutomationWorkspace(fleet)
+    with pytest.raises(StackMissingError) as missing:
+        ws.stack("region-02", create=False)
+    assert missing.value.stack == "region-02"
+    calls = fake_cli.read_text()
+    assert "stack select --stack region-02" in calls
+    assert "stack init" not in calls
+
+
+def test_the_automation_workspace_passes_one_sigint_to_a_cli_in_its_own_session(
+    fleet: Path, fake_cli: Path
+) -> None:
+    ws = AutomationWorkspace(fleet)
+    stack = ws.stack("primary", create=False)
+    lines: list[str] = []
+    errors: list[BaseException] = []
+
+    def preview() -> None:
+        try:
+            stack.preview(lines.append)
+        except Exception as err:  # the CLI's non-zero exit, as the SDK raises it
+            errors.append(err)
+
+    worker = threading.Thread(target=preview)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while "Previewing update (primary)" not in lines and time.monotonic() < deadline:
+        time.sleep(0.02)
+    ws.interrupt(again=False)
+    worker.join(10)
+    assert not worker.is_alive()
+    assert errors
+    assert "error: preview canceled" in str(errors[0])
+    calls = fake_cli.read_text().splitlines()
+    assert calls.count("SIGINT") == 1
+    # Its own session: a terminal's Ctrl-C reaches the fleet alone, which passes on one SIGINT.
+    preview_call = next(line for line in calls if line.startswith("preview "))
+    assert preview_call.rsplit(" ", 1)[-1] != str(os.getsid(0))

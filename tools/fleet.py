@@ -14,6 +14,18 @@ goes to `<log-dir>/<stack>.log` and, prefixed `[stack]`, to the terminal; a tabl
 Running it again resumes: a stack already up to date is a no-op (`pulumi up` finds no
 changes), a failed one is retried.
 
+Only `up` creates a stack in the backend. `preview` and `drift` select it: a stack file whose
+stack the backend does not have yet (a new region in a pull request) is named, `preview` prints
+its offline plan (`./sovereign plan`) with a note that the first `up` creates it, and `drift`
+fails with its name. A preview that created it would leave an empty stack behind for a pull
+request that may never merge, and the next `drift` would find nothing to compare.
+
+Ctrl-C (SIGINT): the first starts no further stack and passes the interrupt on to the Pulumi
+CLI of each running one (each runs in its own session, so it gets exactly one), which finishes
+the resource operations in flight and releases the stack's lock; the table then says which
+stacks finished, which were cancelled and which never started, and the exit status is 130. A
+second Ctrl-C exits at once, naming the stacks that may be left locked (`pulumi cancel`).
+
 The engine is driven through a small interface (`Workspace` -> `FleetStack`); the real one,
 `AutomationWorkspace`, is `pulumi.automation` with this directory as the project (it needs the
 Pulumi CLI at run time), and the tests drive the same runner with a fake.
@@ -22,16 +34,21 @@ Pulumi CLI at run time), and the tests drive the same runner with a fake.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, Final, Literal, Protocol, TextIO, cast
 
 import yaml
@@ -112,13 +129,26 @@ class FleetStack(Protocol):
 
 
 class Workspace(Protocol):
-    def stack(self, name: str) -> FleetStack:
-        """The stack `name`, created on the backend if it does not exist yet."""
+    def stack(self, name: str, *, create: bool) -> FleetStack:
+        """The stack `name`: created on the backend if missing when `create` (only `up`),
+        otherwise `StackMissingError` when the backend does not have it."""
+        ...
+
+    def interrupt(self, *, again: bool) -> None:
+        """Pass SIGINT on to every Pulumi operation in flight (`again`: the second one)."""
         ...
 
 
 class FleetError(Exception):
     """A problem the user fixes (no CLI, unknown stack, broken fleet): printed, no traceback."""
+
+
+class StackMissingError(Exception):
+    """The backend has no stack of this name (preview and drift never create one)."""
+
+    def __init__(self, stack: str) -> None:
+        super().__init__(f"stack {stack} is not in the backend")
+        self.stack = stack
 
 
 MISSING_CLI: Final = (
@@ -156,6 +186,102 @@ class AutomationStack:
         return Outcome(_counts(result.change_summary))
 
 
+class CliProcesses:
+    """The Pulumi CLI processes in flight, so that an interrupt reaches each of them once.
+
+    Each runs in its own session: a Ctrl-C in the terminal goes to the fleet process alone, which
+    passes it on (`signal_all`). Sharing the terminal's process group instead, every CLI would
+    get the terminal's SIGINT and the fleet's as well: two, which Pulumi reads as "terminate now,
+    leave the lock".
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[subprocess.Popen[str]] = set()
+
+    def start(self, cmd: list[str], cwd: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
+        with self._lock:
+            process = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=dict(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                encoding="utf-8",
+                start_new_session=True,
+            )
+            self._live.add(process)
+        return process
+
+    def done(self, process: subprocess.Popen[str]) -> None:
+        with self._lock:
+            self._live.discard(process)
+
+    def signal_all(self, signum: int) -> int:
+        with self._lock:
+            live = [p for p in self._live if p.poll() is None]
+        for process in live:
+            with contextlib.suppress(ProcessLookupError):  # it ended in between
+                process.send_signal(signum)
+        return len(live)
+
+
+def _pump(stream: TextIO, callback: OnOutput | None, lines: list[str]) -> None:
+    for line in iter(stream.readline, ""):
+        text = line.rstrip()
+        lines.append(text)
+        if callback is not None:
+            callback(text)
+    stream.close()
+
+
+def interruptible_command(auto: Any, processes: CliProcesses) -> Any:
+    """A `pulumi.automation.PulumiCommand` whose CLI processes `processes` can interrupt.
+
+    `Stack.up/preview/preview_refresh` and `select_stack` all run the CLI through
+    `PulumiCommand.run`; this one starts it in its own session (see `CliProcesses`) and keeps
+    the SDK's contract: `--non-interactive`, the automation marker in the environment, a
+    `CommandResult`, and the SDK's typed error (say, `StackNotFoundError`) on a non-zero exit.
+    """
+
+    class InterruptibleCommand(auto.PulumiCommand):
+        def run(
+            self,
+            args: list[str],
+            cwd: str,
+            additional_env: Mapping[str, str],
+            on_output: OnOutput | None = None,
+            on_error: OnOutput | None = None,
+        ) -> Any:
+            argv = [self.command, *(() if "--non-interactive" in args else ("--non-interactive",))]
+            env = {**os.environ, **additional_env, "PULUMI_AUTOMATION_API": "true"}
+            process = processes.start([*argv, *args], cwd, env)
+            out: list[str] = []
+            err: list[str] = []
+            try:
+                assert process.stdout is not None
+                assert process.stderr is not None
+                pumps = [
+                    threading.Thread(target=_pump, args=(process.stdout, on_output, out)),
+                    threading.Thread(target=_pump, args=(process.stderr, on_error, err)),
+                ]
+                for pump in pumps:
+                    pump.start()
+                for pump in pumps:
+                    pump.join()
+                code = process.wait()
+            finally:
+                processes.done(process)
+            result = auto.CommandResult(stdout="\n".join(out), stderr="\n".join(err), code=code)
+            if code != 0:
+                from pulumi.automation.errors import create_command_error
+
+                raise create_command_error(result)
+            return result
+
+    return InterruptibleCommand
+
+
 class AutomationWorkspace:
     """`pulumi.automation` over this project directory: its Pulumi.yaml and stack files.
 
@@ -169,29 +295,45 @@ class AutomationWorkspace:
 
         self._auto = auto
         self._work_dir = work_dir
+        self._processes = CliProcesses()
         # One version check for the whole fleet, not one `pulumi version` per stack.
-        self._command = auto.PulumiCommand()
+        self._command = interruptible_command(auto, self._processes)()
         self._secrets_provider = secrets_provider
 
-    def stack(self, name: str) -> FleetStack:
+    def stack(self, name: str, *, create: bool) -> FleetStack:
         auto = self._auto
-        stack = auto.create_or_select_stack(
-            stack_name=name,
-            work_dir=str(self._work_dir),
-            opts=auto.LocalWorkspaceOptions(
-                pulumi_command=self._command, secrets_provider=self._secrets_provider
-            ),
+        opts = auto.LocalWorkspaceOptions(
+            pulumi_command=self._command, secrets_provider=self._secrets_provider
         )
-        return AutomationStack(stack)
+        if create:
+            found = auto.create_or_select_stack(
+                stack_name=name, work_dir=str(self._work_dir), opts=opts
+            )
+        else:
+            try:
+                found = auto.select_stack(stack_name=name, work_dir=str(self._work_dir), opts=opts)
+            except auto.StackNotFoundError:
+                raise StackMissingError(name) from None
+        return AutomationStack(found)
+
+    def interrupt(self, *, again: bool) -> None:
+        # The CLI's own Ctrl-C contract: the first cancels cleanly (in-flight resource
+        # operations finish, the lock is released), the second terminates at once.
+        self._processes.signal_all(signal.SIGINT)
 
 
 # ---- the runner -----------------------------------------------------------------------------
 
 
+Result = Literal["ok", "failed", "skipped", "new", "missing", "cancelled", "not started"]
+# Rows that make the run fail: `new` is a preview's stack that `up` will create.
+FAILED_RESULTS: Final = frozenset({"failed", "skipped", "missing", "cancelled", "not started"})
+
+
 @dataclass(frozen=True, slots=True)
 class StackRun:
     stack: str
-    result: Literal["ok", "failed", "skipped"]
+    result: Result
     seconds: float
     changes: Mapping[str, int] = field(default_factory=dict[str, int])
     detail: str = ""
@@ -220,6 +362,51 @@ class Console:
             self.out.flush()
 
 
+class Control:
+    """What a fleet run shares with its SIGINT handler: stop starting, and what is running."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._running: list[str] = []
+
+    def begin(self, stack: str) -> bool:
+        """Mark `stack` running, unless the run was interrupted first (then: start nothing)."""
+        with self._lock:
+            if self.stop.is_set():
+                return False
+            self._running.append(stack)
+            return True
+
+    def end(self, stack: str) -> None:
+        with self._lock:
+            self._running.remove(stack)
+
+    def running(self) -> list[str]:
+        with self._lock:
+            return list(self._running)
+
+
+OfflinePlan = Callable[[str, Path, Path], tuple[int, str]]
+
+
+def offline_plan(stack: str, directory: Path, log_dir: Path) -> tuple[int, str]:
+    """`./sovereign plan STACK`: its summary (and the JSON plan beside the stack's log).
+
+    A separate process: the plan runs the program under the SDK's mocks, whose state is
+    global, while other stacks of the fleet are running in this one.
+    """
+    target = log_dir / f"{stack}.plan.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.plan", stack, "--dir", str(directory), "--json", str(target)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.returncode, (proc.stdout + proc.stderr).rstrip()
+
+
 def hint(stack: str, text: str) -> str:
     """What to do next, for the failures an interrupted or concurrent run leaves behind."""
     if "currently locked" in text or "Another update is currently in progress" in text:
@@ -243,10 +430,61 @@ def _last_error_line(text: str) -> str:
     return chosen if len(chosen) <= 200 else chosen[:197] + "..."
 
 
+NEW_STACK_NOTE: Final = (
+    "not in the backend yet: nothing was created; the first `up` creates it (in CI: on merge). "
+    "Its offline plan (./sovereign plan):"
+)
+
+
+def _missing(
+    op: Operation, stack: str, say: OnOutput, directory: Path, log_dir: Path, plan: OfflinePlan
+) -> tuple[Result, str]:
+    if op == "drift":
+        say(
+            f"drift: stack {stack} is not in the backend: nothing to compare; deploy it with "
+            f"./sovereign up --stacks {stack}"
+        )
+        return "missing", f"not in the backend (./sovereign up --stacks {stack})"
+    say(f"preview: stack {stack} is {NEW_STACK_NOTE}")
+    code, text = plan(stack, directory, log_dir)
+    for line in text.splitlines():
+        say(line)
+    if code != 0:
+        return "new", "not in the backend; created by the first up; its offline plan failed"
+    return "new", "not in the backend; created by the first up (offline plan above)"
+
+
 def run_one(
-    workspace: Workspace, op: Operation, stack: str, console: Console, log_dir: Path
+    workspace: Workspace,
+    op: Operation,
+    stack: str,
+    console: Console,
+    log_dir: Path,
+    *,
+    control: Control | None = None,
+    directory: Path = ROOT,
+    plan: OfflinePlan = offline_plan,
 ) -> StackRun:
     """One stack, start to summary; any exception becomes this stack's failed row."""
+    control = control or Control()
+    if not control.begin(stack):
+        return StackRun(stack, "not started", 0.0, detail="interrupted before it started")
+    try:
+        return _run_one(workspace, op, stack, console, log_dir, control, directory, plan)
+    finally:
+        control.end(stack)
+
+
+def _run_one(
+    workspace: Workspace,
+    op: Operation,
+    stack: str,
+    console: Console,
+    log_dir: Path,
+    control: Control,
+    directory: Path,
+    plan: OfflinePlan,
+) -> StackRun:
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with (log_dir / f"{stack}.log").open("w", encoding="utf-8") as log:
@@ -261,18 +499,25 @@ def run_one(
 
         console.line(f"[{stack}] {op} started (log: {log_dir / (stack + '.log')})")
         try:
-            target = workspace.stack(stack)
+            # Only `up` creates a stack; a preview or drift check selects an existing one.
+            target = workspace.stack(stack, create=op == "up")
             if op == "up":
                 outcome = target.up(on_output)
             elif op == "preview":
                 outcome = target.preview(on_output)
             else:
                 outcome = target.preview_refresh(on_output)
+        except StackMissingError:
+            result, detail = _missing(op, stack, on_output, directory, log_dir, plan)
+            return StackRun(stack, result, time.monotonic() - started, detail=detail)
         except Exception as err:  # one stack's failure is its row, not the whole run's
             text = str(err)
             with lock:
                 log.write(text + "\n")
             detail = _last_error_line(text)
+            if control.stop.is_set():
+                console.line(f"[{stack}] {op} cancelled: {detail}")
+                return StackRun(stack, "cancelled", time.monotonic() - started, detail=detail)
             advice = hint(stack, text)
             console.line(f"[{stack}] {op} failed: {detail}")
             if advice:
@@ -297,24 +542,93 @@ def run_fleet(
     console: Console,
     log_dir: Path,
     keep_going: bool = False,
+    control: Control | None = None,
+    directory: Path = ROOT,
+    plan: OfflinePlan = offline_plan,
 ) -> list[StackRun]:
     """The primary first, alone; then the secondaries, at most `concurrency` at a time."""
+    control = control or Control()
+
+    def one(stack: str) -> StackRun:
+        return run_one(
+            workspace, op, stack, console, log_dir, control=control, directory=directory, plan=plan
+        )
+
     runs: list[StackRun] = []
-    if selection.primary is not None:
-        first = run_one(workspace, op, selection.primary, console, log_dir)
-        runs.append(first)
-        if first.result == "failed" and op == "up" and not keep_going:
-            reason = f"primary {first.stack} failed; secondaries read its outputs (--keep-going)"
-            return runs + [
-                StackRun(s, "skipped", 0.0, detail=reason) for s in selection.secondaries
-            ]
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-        futures = [
-            pool.submit(run_one, workspace, op, stack, console, log_dir)
-            for stack in selection.secondaries
-        ]
-        runs += [future.result() for future in futures]
+        if selection.primary is not None:
+            first = _result(pool.submit(one, selection.primary))
+            runs.append(first)
+            if first.result == "failed" and op == "up" and not keep_going:
+                reason = (
+                    f"primary {first.stack} failed; secondaries read its outputs (--keep-going)"
+                )
+                return runs + [
+                    StackRun(s, "skipped", 0.0, detail=reason) for s in selection.secondaries
+                ]
+        futures = [pool.submit(one, stack) for stack in selection.secondaries]
+        runs += [_result(future) for future in futures]
     return runs
+
+
+def _result(future: Future[StackRun]) -> StackRun:
+    """Wait on the main thread, waking up: Python runs a signal handler only on the main
+    thread, and only between bytecodes; a Ctrl-C the kernel hands to a worker thread (any
+    thread may take a process's signal) would otherwise wait until the stack finished."""
+    while not wait([future], timeout=0.1).done:
+        pass
+    return future.result()
+
+
+class Interrupts:
+    """The fleet's SIGINT handler (installed by `main` on the main thread)."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        control: Control,
+        console: Console,
+        exit_now: Callable[[int], Any] = os._exit,
+    ) -> None:
+        self.workspace = workspace
+        self.control = control
+        self.console = console
+        self.exit_now = exit_now
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        running = self.control.running()
+        if not self.control.stop.is_set():
+            self.control.stop.set()
+            self.console.line(
+                "\ninterrupted: starting no further stack; cancelling "
+                f"{', '.join(running) or 'nothing (none running)'}: Pulumi finishes the resource "
+                "operations in flight and releases each stack's lock. Ctrl-C again exits at once."
+            )
+            self.workspace.interrupt(again=False)
+            return
+        self.workspace.interrupt(again=True)
+        cancels = "; ".join(f"pulumi cancel --stack {stack}" for stack in running)
+        self.console.line(
+            "\ninterrupted again: exiting now. "
+            + (
+                f"These stacks may be left locked, with pending operations: {', '.join(running)}. "
+                f"Once no update of theirs runs: {cancels}; then pulumi refresh --stack <stack> "
+                "(check pending creates in the Hetzner console) and run again."
+                if running
+                else "No stack was running."
+            )
+        )
+        self.exit_now(130)
+
+
+def interrupted_summary(runs: Sequence[StackRun]) -> str:
+    def named(results: set[str]) -> str:
+        return ", ".join(r.stack for r in runs if r.result in results) or "none"
+
+    return (
+        f"interrupted: finished: {named({'ok', 'failed', 'new', 'missing'})}; "
+        f"cancelled: {named({'cancelled'})}; never started: {named({'not started', 'skipped'})}"
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -428,6 +742,7 @@ def main(
     out: TextIO | None = None,
     err: TextIO | None = None,
     workspace: WorkspaceFactory = AutomationWorkspace,
+    plan: OfflinePlan = offline_plan,
 ) -> int:
     stdout = out or sys.stdout
     stderr = err or sys.stderr
@@ -452,17 +767,40 @@ def main(
         f"sovereign {op}: {len(order)} stack(s), primary first, then up to {concurrency} at a "
         f"time: {', '.join(order)}"
     )
-    runs = run_fleet(
-        engine,
-        op,
-        selection,
-        concurrency=concurrency,
-        console=console,
-        log_dir=log_dir,
-        keep_going=args.keep_going,
+    control = Control()
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = (
+        signal.signal(signal.SIGINT, Interrupts(engine, control, console))
+        if on_main_thread
+        else None
     )
+    try:
+        runs = run_fleet(
+            engine,
+            op,
+            selection,
+            concurrency=concurrency,
+            console=console,
+            log_dir=log_dir,
+            keep_going=args.keep_going,
+            control=control,
+            directory=args.dir,
+            plan=plan,
+        )
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGINT, previous)
     console.line("\n" + summary_table(runs))
-    if any(run.result != "ok" for run in runs):
+    if control.stop.is_set():
+        console.line("\n" + interrupted_summary(runs))
+        return 130
+    missing = [run.stack for run in runs if run.result == "missing"]
+    if missing:
+        console.line(
+            f"\n{op}: not in the backend: {', '.join(missing)} (only up creates a stack: "
+            f"./sovereign up --stacks {','.join(missing)})"
+        )
+    if any(run.result in FAILED_RESULTS for run in runs):
         console.line(f"\nrun it again to resume: stacks already up to date are a no-op ({log_dir})")
         return 1
     if op == "drift" and any(run.changed for run in runs):
