@@ -81,6 +81,7 @@ kubeconfig = Kubeconfig(
         server_ids=[server.id for server in control_plane.servers],
         init_server_id=control_plane.servers[0].id,
         same_cluster=control_plane.boot_modes[0] != "init",
+        restoring=control_plane.restoring,
         wait_for=[*control_plane.servers, *control_plane.api_targets],
     ),
 )

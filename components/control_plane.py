@@ -182,6 +182,8 @@ class ControlPlane(pulumi.ComponentResource):
         self.boot_modes: list[BootMode] = [
             boot_mode(cfg, node, args.live) for node in range(cfg.control_plane.count)
         ]
+        # This `up` replaces cp-1 by one that restores etcd from a snapshot.
+        self.restoring: bool = self.boot_modes[0] == "restore" and replacing(cfg, 0)
 
         self.token = random.RandomPassword(
             f"{name}-k3s-token",

@@ -23,12 +23,16 @@ import yaml
 from components.pki import ClusterPki
 from config.models import StackConfig
 from render import wait_for_api
+from render.cloudinit import ETCD_S3_SECRET_NAME
 from render.naming import prefix
 
 # cloud-init plus the k3s download and an HA join take 3-6 minutes on a fresh Hetzner server
 # (hetzner-k3s #458 reports cloud-init alone taking up to 6 minutes); twice that is the bound.
 WAIT_SECONDS: Final = 900
 WAIT_SCRIPT: Final = Path(wait_for_api.__file__).read_text()
+# Every snapshot in the bucket holds the Secret k3s read to upload it, and a restore needs backups
+# on (checks/day2.py): after a restore it must be back, or k3s started a new, empty etcd.
+RESTORED_OBJECT: Final = f"/api/v1/namespaces/kube-system/secrets/{ETCD_S3_SECRET_NAME}"
 
 
 def render_kubeconfig(server: str, context: str, ca_pem: str, cert_pem: str, key_pem: str) -> str:
@@ -104,6 +108,9 @@ class KubeconfigArgs:
     init_server_id: pulumi.Input[str]
     # cp-1 joined or restored the existing cluster rather than starting one: same cluster.
     same_cluster: bool
+    # This `up` boots cp-1 from an etcd snapshot: before the identity is kept, an object every
+    # snapshot holds must be back (else k3s started empty and the program refuses to go on).
+    restoring: bool = False
     wait_for: Sequence[pulumi.Resource]
 
 
@@ -139,6 +146,7 @@ class Kubeconfig(pulumi.ComponentResource):
                         "SOVEREIGN_NODES": ",".join(args.node_names),
                         "SOVEREIGN_NODE_IPS": ",".join(str(ip) for ip in v[4]),
                         "SOVEREIGN_TIMEOUT": str(WAIT_SECONDS),
+                        **({"SOVEREIGN_MUST_EXIST": RESTORED_OBJECT} if args.restoring else {}),
                     }
                 )
             ),
@@ -160,6 +168,8 @@ class Kubeconfig(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(
                 parent=self,
                 ignore_changes=["keepers.initServer"] if args.same_cluster else [],
+                # Decided only once the API answered and, after a restore, held its old objects.
+                depends_on=[self.ready],
             ),
         )
         self.cluster_identifier: pulumi.Output[str] = pulumi.Output.concat(

@@ -201,7 +201,8 @@ download() {{
 
 for ((attempt = 1; attempt <= attempts; attempt++)); do
   if download && INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \
-    INSTALL_K3S_SKIP_START={skip_start} sh "$installer"; then
+    INSTALL_K3S_SKIP_START={skip_start} INSTALL_K3S_SKIP_ENABLE={skip_start} \
+    sh "$installer"; then
     log "k3s ${{version}} installed"
     exit 0
   fi
@@ -432,17 +433,55 @@ def ca_write_files(ca_files: Mapping[str, str]) -> list[dict[str, Any]]:
     ]
 
 
+RESTORE_SCRIPT: Final = r"""#!/bin/bash
+# Written by sovereign cloud-init: restore etcd from an S3 snapshot, and only then start k3s.
+# Every step must succeed. k3s started after a failed restore would come up with a new, empty etcd
+# under the same CAs and token, and the program would take it for the restored cluster. This
+# script is the last runcmd item, so its failure is cloud-init's: status "error", with the
+# reason below in /var/log/cloud-init-output.log.
+set -euo pipefail
+# The S3 keys are in this file: it is removed whatever happens.
+trap 'rm -f -- "$0"' EXIT
+export PATH="$PATH:/usr/local/sbin"
+
+snapshot={snapshot}
+source={source}
+
+log() {{ echo "sovereign-k3s-restore: $*" >&2; }}
+fail() {{
+  log "FAILED: $*"
+  log "k3s was NOT started and is not enabled: this server holds no cluster. Fix the cause, \
+then replace this server again (sovereign:replacement.server)."
+  exit 1
+}}
+
+{install} || fail "k3s is not installed (see above); etcd was not restored"
+export AWS_ACCESS_KEY_ID={access_key}
+export AWS_SECRET_ACCESS_KEY={secret_key}
+k3s server --cluster-reset --etcd-s3 --cluster-reset-restore-path="$snapshot" {flags} ||
+  fail "restoring snapshot ${{snapshot}} from ${{source}} failed (see k3s above): check the \
+name against 'k3s etcd-snapshot ls', the bucket, the folder and the S3 keys"
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+log "etcd restored from ${{snapshot}}; starting k3s"
+systemctl enable --now k3s || fail "k3s did not start on the restored etcd (journalctl -u k3s)"
+log "k3s runs on the restored etcd"
+"""
+
+
 def restore_script(cfg: StackConfig, snapshot: str, credentials: tuple[str, str]) -> str:
-    """One-shot restore from S3 before k3s first starts; the Secret is unused by restores."""
+    """Install k3s without starting it, restore etcd from S3, then start k3s; stop at any failure.
+
+    The etcd-s3 Secret is unused by a restore, which takes flags.
+    """
     s3 = etcd_s3_settings(cfg)
     flags = " ".join(f"--{key}={shlex.quote(value)}" for key, value in s3.items())
-    return (
-        "#!/bin/sh\n"
-        "set -eu\n"
-        f"export AWS_ACCESS_KEY_ID={shlex.quote(credentials[0])}\n"
-        f"export AWS_SECRET_ACCESS_KEY={shlex.quote(credentials[1])}\n"
-        "k3s server --cluster-reset --etcd-s3 "
-        f"--cluster-reset-restore-path={shlex.quote(snapshot)} {flags}\n"
+    return RESTORE_SCRIPT.format(
+        snapshot=shlex.quote(snapshot),
+        source=shlex.quote(f"s3://{s3['etcd-s3-bucket']}/{s3['etcd-s3-folder']}"),
+        install=INSTALL_SCRIPT_PATH.rsplit("/", 1)[-1],
+        access_key=shlex.quote(credentials[0]),
+        secret_key=shlex.quote(credentials[1]),
+        flags=flags,
     )
 
 
@@ -491,7 +530,8 @@ def private_address_script(cfg: StackConfig, node: int) -> str:
 def install_script(cfg: StackConfig, *, start: bool = True, join: str = "") -> str:
     """Install the pinned k3s after the address wait, retrying transient failures (bounded).
 
-    `start=False` installs without starting k3s, for a server that restores etcd first; `join`
+    `start=False` installs without starting or enabling k3s (a reboot must not start it either),
+    for a server that restores etcd first; `join`
     is the URL of the server this one joins, which it waits for first (bounded).
     """
     return INSTALL_SCRIPT.format(
@@ -542,15 +582,15 @@ def cloud_config(
     runcmd: list[list[str]] = [["systemctl", "restart", "ssh"], [INSTALL_SCRIPT_PATH]]
     if restoring and snapshot is not None and boot.restore_credentials is not None:
         files.append(
-            _file(RESTORE_SCRIPT_PATH, restore_script(cfg, snapshot, boot.restore_credentials))
+            _file(
+                RESTORE_SCRIPT_PATH,
+                restore_script(cfg, snapshot, boot.restore_credentials),
+                "0700",
+            )
         )
-        # Installed but not started; etcd is restored from the snapshot, then k3s starts on it
-        # (the systemd drop-in waits for the private address first).
-        runcmd += [
-            ["sh", RESTORE_SCRIPT_PATH],
-            ["rm", "-f", RESTORE_SCRIPT_PATH],
-            ["systemctl", "start", "k3s"],
-        ]
+        # The restore script installs k3s (neither started nor enabled), restores etcd, and only
+        # then starts k3s: it replaces the install step as the last runcmd item.
+        runcmd = [["systemctl", "restart", "ssh"], [RESTORE_SCRIPT_PATH]]
     return {"write_files": files, "runcmd": runcmd}
 
 

@@ -56,12 +56,17 @@ def wait(env: dict[str, str], clock: Any = time) -> int:
     nodes = [n for n in env["SOVEREIGN_NODES"].split(",") if n]
     addresses = dict(zip(nodes, env["SOVEREIGN_NODE_IPS"].split(",")))  # noqa: B905 - python3 3.9 on macOS
     budget = int(env["SOVEREIGN_TIMEOUT"])
+    # After a restore: an object every restored snapshot holds. Checked once, after /readyz.
+    must_exist = env.get("SOVEREIGN_MUST_EXIST", "")
     deadline = clock.time() + budget
     with tempfile.TemporaryDirectory() as directory:
         context = _context(
             env["SOVEREIGN_CA"], env["SOVEREIGN_CERT"], env["SOVEREIGN_KEY"], directory
         )
-        steps = [("/readyz", None)] + [(f"/api/v1/nodes/{node}", node) for node in nodes]
+        steps = [("/readyz", None)]
+        if must_exist:
+            steps.append((must_exist, None))
+        steps += [(f"/api/v1/nodes/{node}", node) for node in nodes]
         for path, node in steps:
             last = "no answer yet"
             while True:
@@ -69,6 +74,9 @@ def wait(env: dict[str, str], clock: Any = time) -> int:
                     status, body = _get(api + path, context)
                     if node is None and status == 200:
                         break
+                    if path == must_exist and status == 404:
+                        print(_lost(api, must_exist), file=sys.stderr)
+                        return 1
                     if node is not None and status == 200:
                         if not must_be_ready:
                             print(f"{node} joined", file=sys.stderr)
@@ -87,6 +95,17 @@ def wait(env: dict[str, str], clock: Any = time) -> int:
                     return 1
                 clock.sleep(5)
     return 0
+
+
+def _lost(api: str, path: str) -> str:
+    return (
+        f"the restore brought nothing back: {api}{path} does not exist, yet every snapshot of "
+        "this region holds it. k3s on cp-1 runs a new, empty etcd (a failed or wrong restore), "
+        "and the program keeps the cluster's identity after a restore, so it would take the "
+        "empty cluster for the old one. Refusing to continue. On cp-1 run `cloud-init status "
+        "--long` and read /var/log/cloud-init-output.log, then replace cp-1 again with a good "
+        "sovereign:replacement.restoreSnapshot"
+    )
 
 
 def _failure(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 import time
@@ -15,7 +16,7 @@ from checks.preflight import parse
 from components.control_plane import BOOT_LABEL_KEY
 from config.errors import SovereignConfigError
 from render import wait_for_api
-from render.cloudinit import ETCD_S3_SECRET_NAME, K3S_CONFIG_PATH, K3S_TLS_DIR
+from render.cloudinit import ETCD_S3_SECRET_NAME, K3S_CONFIG_PATH, K3S_TLS_DIR, restore_script
 from render.system_upgrade import release, skew_refusal
 from tools.mockrun import Run, SecretValue, evaluate, stack_config
 from tools.plan_diff import effect_of
@@ -286,6 +287,48 @@ def test_before_cilium_a_node_needs_only_to_join(
     assert "to be Ready (Cilium is installed): it is not Ready" in capsys.readouterr().err
 
 
+def test_after_a_restore_the_wait_refuses_an_empty_cluster(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from components.kubeconfig import RESTORED_OBJECT
+
+    monkeypatch.setattr(wait_for_api, "_context", lambda *a: None)
+    asked: list[str] = []
+
+    def empty(url: str, context: Any) -> tuple[int, bytes]:
+        asked.append(url)
+        return (404, b"") if url.endswith(RESTORED_OBJECT) else (200, b"{}")
+
+    monkeypatch.setattr(wait_for_api, "_get", empty)
+    env = _env(SOVEREIGN_NODES_MUST_BE="registered", SOVEREIGN_MUST_EXIST=RESTORED_OBJECT)
+    assert wait_for_api.wait(env, FakeClock()) == 1
+    err = capsys.readouterr().err
+    assert "the restore brought nothing back" in err
+    assert "Refusing to continue" in err
+    assert not any("/nodes/" in url for url in asked), "stops before anything else"
+    # With the object back, the same wait goes on to the nodes.
+    monkeypatch.setattr(wait_for_api, "_get", lambda url, context: (200, b"{}"))
+    assert wait_for_api.wait(env, FakeClock()) == 0
+
+
+def test_a_restoring_up_checks_the_restore_before_keeping_the_identity() -> None:
+    from components.kubeconfig import RESTORED_OBJECT
+
+    run = evaluate("primary", RESTORE)
+    assert run.error is None, run.error
+    wait = run.one("command:local:Command", "omantel-fsn1-wait")
+    assert wait.inputs["environment"]["SOVEREIGN_MUST_EXIST"] == RESTORED_OBJECT
+    identity = run.one("random:index/randomId:RandomId", "omantel-fsn1-cluster-id")
+    assert wait.urn in identity.dependencies
+    assert identity.ignore_changes == ["keepers.initServer"]
+    # A normal up has nothing to check.
+    plain = evaluate("primary", BACKUPS)
+    assert (
+        "SOVEREIGN_MUST_EXIST"
+        not in plain.one("command:local:Command", "omantel-fsn1-wait").inputs["environment"]
+    )
+
+
 def test_the_wait_really_times_out_against_a_closed_port() -> None:
     # The real script with a real TLS context and real sockets, nothing listening: it must give
     # up at its bound (the clock is simulated so the test does not sleep through it).
@@ -481,16 +524,99 @@ def test_single_server_replacement_needs_a_snapshot_to_restore() -> None:
     assert run.error is None, run.error
     files = files_of(run.one(SERVER))
     script = files["/root/k3s-restore.sh"]
-    assert (
-        "k3s server --cluster-reset --etcd-s3 --cluster-reset-restore-path=etcd-snapshot-cp-1-1700000000"
-        in script
-    )
+    assert "snapshot=etcd-snapshot-cp-1-1700000000\n" in script
+    assert 'k3s server --cluster-reset --etcd-s3 --cluster-reset-restore-path="$snapshot"' in script
     assert "--etcd-s3-endpoint=fsn1.your-objectstorage.com" in script
     assert "--etcd-s3-bucket=omantel-etcd" in script
     assert "userData" in run.one(SERVER).secret_inputs
     doc = yaml.safe_load(run.one(SERVER).inputs["userData"])
-    assert ["sh", "/root/k3s-restore.sh"] in doc["runcmd"]
-    assert doc["runcmd"][-1] == ["systemctl", "start", "k3s"]
+    # The gated script is runcmd's last item (its status is cloud-init's); nothing runs after it
+    # and k3s is never started outside it.
+    assert doc["runcmd"] == [["systemctl", "restart", "ssh"], ["/root/k3s-restore.sh"]]
+    install = files["/usr/local/sbin/sovereign-k3s-install"]
+    assert "INSTALL_K3S_SKIP_START=true INSTALL_K3S_SKIP_ENABLE=true" in install
+
+
+RESTORE = {
+    **BACKUPS,
+    "controlPlane": {"allowReplacement": True},
+    "replacement": {"server": "cp-1", "restoreSnapshot": "etcd-snapshot-cp-1-1700000000"},
+}
+
+
+def run_restore_script(tmp_path: Path, fail: str | None) -> tuple[int, str, list[str]]:
+    """The rendered restore script under real bash, with stub commands first on PATH.
+
+    Each stub appends its command line to a log; the one named `fail` exits 1.
+    """
+    raw = stack_config("primary")
+    raw |= {
+        "controlPlane": {**raw["controlPlane"], "allowReplacement": True},
+        "backups": BACKUPS["backups"],
+        "replacement": RESTORE["replacement"],
+        "backupsAccessKey": "AKIA-restore-key",
+        "backupsSecretKey": "restore-secret-value",
+    }
+    cfg = parse(raw, "primary", secret_keys=frozenset({"backupsAccessKey", "backupsSecretKey"}))
+
+    script = tmp_path / "k3s-restore.sh"
+    script.write_text(
+        restore_script(
+            cfg, "etcd-snapshot-cp-1-1700000000", ("AKIA-restore-key", "restore-secret-value")
+        )
+    )
+    script.chmod(0o700)
+    shellcheck = shutil.which("shellcheck")
+    if shellcheck is not None:
+        lint = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True)
+        assert lint.returncode == 0, lint.stdout
+    stubs, log = tmp_path / "bin", tmp_path / "calls"
+    stubs.mkdir()
+    for name in ("sovereign-k3s-install", "k3s", "systemctl"):
+        stub = stubs / name
+        status = 1 if name == fail else 0
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >>"{log}"\nexit {status}\n')
+        stub.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(script)],
+        env={"PATH": f"{stubs}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert not script.exists(), "the script holding the S3 keys must be gone"
+    calls = log.read_text().splitlines() if log.exists() else []
+    return done.returncode, done.stderr, calls
+
+
+def test_restore_starts_k3s_only_after_a_successful_restore(tmp_path: Path) -> None:
+    status, _, calls = run_restore_script(tmp_path, fail=None)
+    assert status == 0
+    assert [call.split()[0] for call in calls] == ["sovereign-k3s-install", "k3s", "systemctl"]
+    assert calls[1].startswith(
+        "k3s server --cluster-reset --etcd-s3 "
+        "--cluster-reset-restore-path=etcd-snapshot-cp-1-1700000000"
+    )
+    assert calls[2] == "systemctl enable --now k3s"
+
+
+def test_a_failed_restore_never_starts_k3s_and_fails_cloud_init(tmp_path: Path) -> None:
+    status, stderr, calls = run_restore_script(tmp_path, fail="k3s")
+    assert status == 1, "runcmd's last item fails, so cloud-init reports status error"
+    assert not any(call.startswith("systemctl") for call in calls)
+    assert (
+        "FAILED: restoring snapshot etcd-snapshot-cp-1-1700000000 from s3://omantel-etcd/fsn1"
+        in (stderr)
+    )
+    assert "k3s was NOT started" in stderr
+    assert "restore-secret-value" not in stderr
+
+
+def test_no_restore_without_k3s_installed(tmp_path: Path) -> None:
+    status, stderr, calls = run_restore_script(tmp_path, fail="sovereign-k3s-install")
+    assert status == 1
+    assert calls == ["sovereign-k3s-install "]
+    assert "FAILED: k3s is not installed" in stderr
 
 
 def test_a_server_beyond_the_count_is_refused() -> None:
