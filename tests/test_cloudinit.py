@@ -62,7 +62,8 @@ def test_k3s_version_is_pinned_in_the_installer() -> None:
     assert "\nversion=v1.33.13+k3s2\n" in script
     assert (
         'INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \\\n'
-        '    INSTALL_K3S_SKIP_START=false sh "$installer"' in script
+        '    INSTALL_K3S_SKIP_START=false INSTALL_K3S_SKIP_ENABLE=false \\\n    sh "$installer"'
+        in script
     )
 
 
