@@ -10,6 +10,7 @@ import pulumi_kubernetes as k8s
 from checks import versions
 from checks.day2 import skew_problems
 from checks.preflight import preflight
+from checks.tenants import vcluster_mode_problems
 from components.backups import EtcdBackups, EtcdBackupsArgs
 from components.control_plane import (
     ControlPlane,
@@ -37,9 +38,13 @@ for notice in versions.notices(cfg, datetime.date.today()):
     pulumi.log.warn(notice)
 name = prefix(cfg)
 # The servers as Hetzner has them now: the k3s version each last received (skew policy) and how
-# cp-1 booted. Read at preview too, so a refused upgrade fails before anything changes.
+# cp-1 booted, and how each vCluster runs (root or rootless, which a live vCluster keeps). Read
+# at preview too, so a refused change fails before anything changes.
 live = live_control_plane(cfg)
-skew = skew_problems(cfg, recorded_versions(cfg, live))
+skew = [
+    *skew_problems(cfg, recorded_versions(cfg, live)),
+    *vcluster_mode_problems(cfg, {server: spec.labels for server, spec in live.items()}),
+]
 if skew:
     raise SovereignConfigError(skew, pulumi.get_stack())
 backup_credentials = load_backup_credentials(cfg.backups.enabled)

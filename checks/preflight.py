@@ -143,7 +143,14 @@ def pod_security_problems(cfg: StackConfig) -> list[Problem]:
                     repr(pss.enforce),
                     refusal_message(namespace_name(vcluster), pss.enforce, pss.version, violations)
                     + f"; the vCluster pod would never start. Use 'baseline', or harden "
-                    f"sovereign:vclusters.{vcluster}.security until every check passes",
+                    f"sovereign:vclusters.{vcluster}.security until every check passes"
+                    + (
+                        ""
+                        if spec.rootless
+                        else f" (sovereign:vclusters.{vcluster}.rootless is false: the chart's "
+                        "pod runs as root, which 'restricted' refuses; only a vCluster created "
+                        "rootless passes it)"
+                    ),
                 )
             )
     return problems

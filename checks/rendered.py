@@ -23,6 +23,7 @@ from render.helm import RenderedObject, render_chart
 from render.manifests import image_uses, is_pinned, pod_templates, registry_of
 from render.pod_security import evaluate, refusal_message
 from render.releases import ReleaseSpec, releases
+from render.vcluster import coredns_pods
 
 # Labels the kubelet puts on every node by itself, beside the k3s `node-label` flags.
 KUBELET_LABELS: Final[Mapping[str, frozenset[str]]] = {"kubernetes.io/os": frozenset({"linux"})}
@@ -79,7 +80,9 @@ def pod_security_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease])
     }
     problems: list[Problem] = []
     for release in rendered:
-        for pod in pod_templates(release.objects):
+        # The pods Helm renders, and the CoreDNS pod the syncer later creates beside them.
+        synced = coredns_pods(release.objects) if release.spec.vcluster is not None else []
+        for pod in [*pod_templates(release.objects), *synced]:
             vcluster = levels.get(pod.owner.namespace)
             if vcluster is None:
                 continue
@@ -92,7 +95,13 @@ def pod_security_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease])
                         repr(pss.enforce),
                         f"{_where(release, pod.owner)}: "
                         + refusal_message(pod.owner.namespace, pss.enforce, pss.version, violations)
-                        + f"; use 'baseline', or harden sovereign:vclusters.{vcluster}.security",
+                        + f"; use 'baseline', or harden sovereign:vclusters.{vcluster}.security"
+                        + (
+                            ""
+                            if cfg.vclusters.spec(vcluster).rootless
+                            else f" (sovereign:vclusters.{vcluster}.rootless is false: the pod "
+                            "runs as root)"
+                        ),
                     )
                 )
     return problems

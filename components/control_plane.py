@@ -32,6 +32,7 @@ from render.naming import (
     region_label,
 )
 from render.system_upgrade import VERSION_LABEL_KEY, version_from_label, version_label
+from render.vcluster import mode_labels as vcluster_mode_labels
 
 # Changing any of these makes Hetzner rebuild the server: a silent replacement of a running
 # control plane. They are ignored except on the one server sovereign:replacement.server names.
@@ -249,6 +250,8 @@ class ControlPlane(pulumi.ComponentResource):
                     # Read back at the next preview: the skew check and how cp-1 booted.
                     VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
                     BOOT_LABEL_KEY: mode,
+                    # And how each vCluster runs (root or rootless), which a live one keeps.
+                    **vcluster_mode_labels(cfg),
                 },
                 user_data=user_data,
                 networks=[hcloud.ServerNetworkArgs(network_id=net.network_id, ip=private_ip)],

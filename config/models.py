@@ -385,7 +385,10 @@ class CertManager(ConfigModel):
 class PodSecurity(ConfigModel):
     """Pod Security Standard labels of a vCluster namespace."""
 
-    enforce: PssLevel = Field(default="baseline", description="Level PodSecurity enforces.")
+    enforce: PssLevel = Field(
+        default="restricted",
+        description="Level PodSecurity enforces; `restricted` needs a rootless vCluster.",
+    )
     audit: PssLevel = Field(default="restricted", description="Level recorded in the audit log.")
     warn: PssLevel = Field(default="restricted", description="Level warned about to clients.")
     version: str = Field(default="latest", description="`latest` or `v1.NN`.")
@@ -423,22 +426,31 @@ class Image(ConfigModel):
 
 
 class VClusterSecurity(ConfigModel):
-    """Security contexts passed to the chart (`controlPlane.statefulSet.security`, distro)."""
+    """Security contexts passed to the chart (`controlPlane.statefulSet.security`, distro),
+    merged over the rootless ones (`null` removes a key); with rootless off, over the chart's."""
 
     pod_security_context: dict[str, Any] = Field(
-        default_factory=dict[str, Any], description="Pod level."
+        default_factory=dict[str, Any], description="Pod level, merged over the mode's."
     )
     container_security_context: dict[str, Any] | None = Field(
-        default=None, description="Syncer container; unset keeps the chart default."
+        default=None,
+        description="Syncer container, merged over the mode's (rootless off and unset: the "
+        "chart's root default).",
     )
     distro_security_context: dict[str, Any] = Field(
-        default_factory=dict[str, Any], description="k8s distro init containers."
+        default_factory=dict[str, Any], description="k8s distro init containers, likewise."
     )
 
 
 class VCluster(ConfigModel):
     enabled: bool | None = Field(
         default=None, description="Unset: on where the region's role runs it (A4)."
+    )
+    rootless: bool = Field(
+        default=True,
+        description="Run the vCluster pod as a non-root user, seccomp RuntimeDefault, no "
+        "privilege escalation, no capabilities, read-only root filesystem. Fixed at creation: "
+        "a live vCluster keeps its mode until it is recreated (docs/security.md).",
     )
     pod_security: PodSecurity = Field(default_factory=PodSecurity, description="PSS labels.")
     image: Image = Field(default_factory=Image, description="Syncer image.")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Final
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal, cast, get_args
+
+import yaml
 
 from config.models import StackConfig, VCluster, VClusterName
 from render.charts import Chart
+from render.helm import RenderedObject
+from render.manifests import PodTemplate
 from render.naming import REGION_LABEL_KEY, region_label
-from render.pod_security import pss_labels
+from render.pod_security import SYNCER, helm_merge, pss_labels
+from render.slots import active_vclusters
 
 if TYPE_CHECKING:
     from pulumi_kubernetes.networking.v1 import (
@@ -31,6 +39,14 @@ INGRESS_FROM: Final[Mapping[VClusterName, tuple[str, ...]]] = {
 WORLD_INGRESS: Final = frozenset({"dmz"})
 
 
+def _map(value: object) -> Mapping[str, Any]:
+    return cast("Mapping[str, Any]", value) if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return cast("list[Any]", value) if isinstance(value, list) else []
+
+
 def namespace_name(vcluster: VClusterName) -> str:
     return vcluster
 
@@ -43,15 +59,108 @@ def _image_tag(spec: VCluster) -> str:
     return f"{spec.image.tag}@{spec.image.digest}" if spec.image.digest else spec.image.tag
 
 
+KUBERNETES_DATA: Final = Path(__file__).with_name("vcluster_kubernetes.yaml")
+
+
+@functools.cache
+def kubernetes_version() -> str:
+    """The virtual control plane's Kubernetes version (facts and sources in the data file)."""
+    data = cast("dict[str, Any]", yaml.safe_load(KUBERNETES_DATA.read_text()))
+    return str(data["version"])
+
+
+# The UID and fsGroup of loft's rootless example (vcluster-docs deploy/security/rootless-mode,
+# version-0.20.0); any non-zero UID works. The syncer hands its own UID to the CoreDNS pod it
+# creates (pkg/coredns/coredns.go at v0.20.0), so one UID covers every pod of the vCluster.
+ROOTLESS_UID: Final = 12345
+# Every container of the pod (the syncer and the k8s distro's init containers, which only copy
+# binaries into the `binaries` emptyDir): what `restricted` demands, plus a read-only root
+# filesystem. The syncer writes only to its volumes (/data, /pki, /binaries, /tmp,
+# /.cache/helm); the one write outside them, /root/.kube/config for old CLIs, is skipped on
+# purpose when the root filesystem is read-only (pkg/util/kubeconfig/kubeconfig.go at v0.20.0).
+ROOTLESS_CONTAINER: Final[Mapping[str, Any]] = {
+    "runAsUser": ROOTLESS_UID,
+    "runAsGroup": ROOTLESS_UID,
+    "runAsNonRoot": True,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+ROOTLESS_POD: Final[Mapping[str, Any]] = {
+    # Makes the emptyDir volumes (and fsGroup-aware claims) writable for the non-root UID.
+    "fsGroup": ROOTLESS_UID,
+    "runAsUser": ROOTLESS_UID,
+    "runAsGroup": ROOTLESS_UID,
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+# How each vCluster of a region runs, recorded as a label on every control-plane server so the
+# next preview reads it back with the servers it already reads (like the k3s version): a live
+# vCluster keeps its mode, because vCluster has no migration between root and non-root
+# (vcluster-docs deploy/security/rootless-mode, version-0.20.0). `none`: not deployed. A live
+# server without the label was created before rootless became the default: root.
+MODE_LABEL_PREFIX: Final = "openova.io/vcluster-"
+Mode = Literal["rootless", "root", "none"]
+MODES: Final[tuple[Mode, ...]] = get_args(Mode)
+ALL_VCLUSTERS: Final[tuple[VClusterName, ...]] = get_args(VClusterName)
+
+
+def mode_label_key(vcluster: VClusterName) -> str:
+    return f"{MODE_LABEL_PREFIX}{vcluster}"
+
+
+def mode(spec: VCluster) -> Mode:
+    return "rootless" if spec.rootless else "root"
+
+
+def mode_labels(cfg: StackConfig) -> dict[str, str]:
+    """`openova.io/vcluster-<name>`: the mode of every vCluster this `up` deploys, else none."""
+    active = active_vclusters(cfg)
+    return {
+        mode_label_key(name): mode(cfg.vclusters.spec(name)) if name in active else "none"
+        for name in ALL_VCLUSTERS
+    }
+
+
+def security_values(spec: VCluster) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]]:
+    """(pod, syncer, distro init containers) security contexts: the mode's, then the overrides.
+
+    Rootless off is the chart's own (root) pod, exactly as regions created before rootless
+    became the default run it: vCluster has no migration from root to non-root.
+    """
+    own = spec.security
+    if not spec.rootless:
+        syncer = own.container_security_context
+        return (
+            dict(own.pod_security_context),
+            None if syncer is None else dict(syncer),
+            dict(own.distro_security_context),
+        )
+    return (
+        helm_merge(ROOTLESS_POD, own.pod_security_context),
+        helm_merge(ROOTLESS_CONTAINER, own.container_security_context or {}),
+        helm_merge(ROOTLESS_CONTAINER, own.distro_security_context),
+    )
+
+
 def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
     """Chart values in the vcluster.yaml 0.20 shape (its schema refuses any other key)."""
-    security: dict[str, Any] = {"podSecurityContext": dict(spec.security.pod_security_context)}
-    if spec.security.container_security_context is not None:
-        security["containerSecurityContext"] = dict(spec.security.container_security_context)
-    distro: dict[str, Any] = {"enabled": True}
-    if spec.security.distro_security_context:
-        distro["securityContext"] = dict(spec.security.distro_security_context)
+    pod_ctx, syncer_ctx, distro_ctx = security_values(spec)
+    security: dict[str, Any] = {"podSecurityContext": pod_ctx}
+    if syncer_ctx is not None:
+        security["containerSecurityContext"] = syncer_ctx
+    distro: dict[str, Any] = {"enabled": True, "version": kubernetes_version()}
+    if distro_ctx:
+        distro["securityContext"] = distro_ctx
     return {
+        # The syncer labels every virtual namespace with this level and checks each pod against
+        # it before creating it here, so a tenant reads PodSecurity's refusal from their own API
+        # instead of a pod that never appears; with a level set the chart also gives the CoreDNS
+        # pod seccomp RuntimeDefault, which `restricted` demands of it in this namespace.
+        "policies": {"podSecurityStandard": spec.pod_security.enforce},
         "controlPlane": {
             "distro": {"k8s": distro},
             "backingStore": {"database": {"embedded": {"enabled": True}}},
@@ -115,3 +224,51 @@ def network_policy_spec(vcluster: VClusterName) -> NetworkPolicySpecArgsDict:
     if vcluster in WORLD_INGRESS:
         peers.append({"ip_block": {"cidr": "0.0.0.0/0"}})
     return {"pod_selector": {}, "policy_types": ["Ingress"], "ingress": [{"from_": peers}]}
+
+
+# The chart ships CoreDNS as a manifest template in a ConfigMap; the syncer fills it in and
+# applies it inside the virtual cluster, and syncs its pod into this namespace, where the
+# namespace's Pod Security level judges it like any other pod (pkg/coredns/coredns.go at
+# v0.20.0: the syncer's own UID and GID, or 1001 when the syncer runs as root).
+COREDNS_MANIFEST_KEY: Final = "coredns.yaml"
+COREDNS_ROOT_FALLBACK_ID: Final = 1001
+_TEMPLATE_VARIABLE: Final = re.compile(r"\{\{\s*\.([A-Z_]+)\s*\}\}")
+
+
+def _effective_id(syncer: Mapping[str, Any], pod: Mapping[str, Any], key: str) -> int:
+    value = syncer.get(key, pod.get(key))
+    return value if isinstance(value, int) and value != 0 else COREDNS_ROOT_FALLBACK_ID
+
+
+def coredns_pods(objects: Iterable[RenderedObject]) -> list[PodTemplate]:
+    """The CoreDNS pod template(s) the syncer will create in the vCluster's namespace."""
+    sts = next((obj for obj in objects if obj.kind == "StatefulSet"), None)
+    pod = _map(_map(_map(sts.doc if sts else {}).get("spec")).get("template"))
+    pod_spec = _map(pod.get("spec"))
+    empty: Mapping[str, Any] = {}
+    syncer = next(
+        (_map(c) for c in _list(pod_spec.get("containers")) if _map(c).get("name") == SYNCER),
+        empty,
+    )
+    syncer_ctx, pod_ctx = _map(syncer.get("securityContext")), _map(pod_spec.get("securityContext"))
+    variables = {
+        "RUN_AS_USER": str(_effective_id(syncer_ctx, pod_ctx, "runAsUser")),
+        "RUN_AS_GROUP": str(_effective_id(syncer_ctx, pod_ctx, "runAsGroup")),
+        "IMAGE": "coredns/coredns",
+    }
+    found: list[PodTemplate] = []
+    for obj in objects:
+        data = _map(obj.doc.get("data"))
+        if obj.kind != "ConfigMap" or COREDNS_MANIFEST_KEY not in data:
+            continue
+        text = _TEMPLATE_VARIABLE.sub(
+            lambda m: variables.get(m.group(1), ""), str(data[COREDNS_MANIFEST_KEY])
+        )
+        for doc in yaml.safe_load_all(text):
+            workload = _map(doc)
+            if workload.get("kind") == "Deployment":
+                template = _map(_map(workload.get("spec")).get("template"))
+                found.append(
+                    PodTemplate(obj, f"data.{COREDNS_MANIFEST_KEY}", _map(template.get("spec")))
+                )
+    return found

@@ -46,12 +46,18 @@ def live(stack: str, version: str, boot: str = "init") -> list[dict[str, Any]]:
     """Hetzner's answer for a deployed region whose servers carry `version`."""
     region = {"primary": "omantel-fsn1", "secondary": "omantel-hel1-2"}[stack]
     count = 1 if stack == "primary" else 3
+    active = ("mgmt", "dmz") if stack == "primary" else ("dmz", "rtz")
     return [
         {
             "name": f"{region}-cp-{n}",
             "labels": {
                 "openova.io/k3s-version": version.replace("+", "-"),
                 BOOT_LABEL_KEY: boot if n == 1 else "join",
+                # Deployed by this program: its vClusters rootless (checks/tenants.py).
+                **{
+                    f"openova.io/vcluster-{vc}": "rootless" if vc in active else "none"
+                    for vc in ("mgmt", "dmz", "rtz")
+                },
             },
             "deleteProtection": True,
         }

@@ -204,9 +204,9 @@ def test_summary_shows_the_tree_and_pod_security_levels(planned) -> None:
     plan, _, terminal = planned["primary"]
     assert [v["vcluster"] for v in plan["vclusters"]] == ["dmz", "mgmt"]
     mgmt = plan["vclusters"][1]
-    assert mgmt["podSecurity"]["enforce"] == {"level": "baseline", "version": "latest"}
+    assert mgmt["podSecurity"]["enforce"] == {"level": "restricted", "version": "latest"}
     assert mgmt["releases"] == ["mgmt-vcluster"]
-    assert "mgmt  namespace mgmt  enforce=baseline:latest  audit=restricted:latest" in terminal
+    assert "mgmt  namespace mgmt  enforce=restricted:latest  audit=restricted:latest" in terminal
     # Children are indented under their own component (names repeat across components).
     assert "  sovereign:ControlPlane omantel-fsn1\n    hcloud:Server omantel-fsn1-1" in terminal
     assert (

@@ -698,10 +698,15 @@ def test_turning_off_control_plane_protection_in_config_is_caught_by_the_pack() 
     assert len(found["control-plane-protected"]) == 3
 
 
-def test_the_mgmt_incident_is_caught_by_the_pack(primary: Run) -> None:
+def test_the_mgmt_incident_is_caught_by_the_pack() -> None:
     """MGMT shipped with enforce=restricted while its syncer runs as root: 5/6 vClusters."""
+    root = evaluate(
+        "primary",
+        {"vclusters": {"mgmt": {"rootless": False, "podSecurity": {"enforce": "baseline"}}}},
+    )
+    assert root.error is None, root.error
     resources = []
-    for reg in primary.registrations:
+    for reg in root.registrations:
         res = policy_resource(reg)
         if reg.type == NAMESPACE and reg.inputs["metadata"]["name"] == "mgmt":
             inputs = {**reg.inputs, "metadata": {**reg.inputs["metadata"]}}

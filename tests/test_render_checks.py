@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,12 @@ import yaml
 from checks import rendered as checks
 from checks.preflight import parse
 from config.errors import SovereignConfigError
-from config.models import DEFAULT_MIRROR_PROJECTS, Image
+from config.models import DEFAULT_MIRROR_PROJECTS, Image, StackConfig
 from render.helm import RenderedObject, RenderError, render_chart
-from render.manifests import images, is_pinned, kinds, registry_of
+from render.manifests import images, is_pinned, kinds, pod_templates, registry_of
+from render.pod_security import evaluate as pss_evaluate
 from render.releases import releases
+from render.vcluster import coredns_pods
 from tools.mockrun import Run, SecretValue, evaluate, stack_config
 from tools.plan import declared_objects
 
@@ -95,22 +98,19 @@ def test_a_pin_without_a_vendored_package_is_named(tmp_path: Path) -> None:
 # --- Pod Security ----------------------------------------------------------------------------
 
 
+def with_mgmt(cfg: StackConfig, **update: Any) -> StackConfig:
+    """The config with MGMT's fields replaced, past the preflight (what the render would do)."""
+    mgmt = cfg.vclusters.mgmt.model_copy(update=update)
+    return cfg.model_copy(update={"vclusters": cfg.vclusters.model_copy(update={"mgmt": mgmt})})
+
+
 def test_restricted_is_refused_for_the_real_statefulset_with_its_init_containers() -> None:
+    # The seed incident: a root vCluster pod in a namespace that enforces `restricted`.
     cfg = cfg_of("primary")
-    strict = cfg.model_copy(
-        update={
-            "vclusters": cfg.vclusters.model_copy(
-                update={
-                    "mgmt": cfg.vclusters.mgmt.model_copy(
-                        update={
-                            "pod_security": cfg.vclusters.mgmt.pod_security.model_copy(
-                                update={"enforce": "restricted"}
-                            )
-                        }
-                    )
-                }
-            )
-        }
+    strict = with_mgmt(
+        cfg,
+        rootless=False,
+        pod_security=cfg.vclusters.mgmt.pod_security.model_copy(update={"enforce": "restricted"}),
     )
     problems = checks.pod_security_problems(strict, checks.render_releases(strict))
     assert [p.path for p in problems] == ["sovereign:vclusters.mgmt.podSecurity.enforce"]
@@ -124,6 +124,56 @@ def test_restricted_is_refused_for_the_real_statefulset_with_its_init_containers
     )
     assert 'containers "vcluster-copy", "kube-controller-manager", "kube-apiserver"' in message
     assert 'runAsUser=0 (container "syncer" must not set runAsUser=0)' in message
+    assert "sovereign:vclusters.mgmt.rootless is false: the pod runs as root" in message
+
+
+def test_rootless_vcluster_pods_pass_restricted_as_rendered() -> None:
+    # The default: every rendered vCluster pod (the StatefulSet with its init containers, and
+    # the CoreDNS pod the syncer creates from the chart's manifest) passes `restricted`.
+    for stack in ("primary", "secondary"):
+        cfg = cfg_of(stack)
+        rendered = checks.render_releases(cfg)
+        judged = 0
+        for release in rendered:
+            if release.spec.vcluster is None:
+                continue
+            assert cfg.vclusters.spec(release.spec.vcluster).pod_security.enforce == "restricted"
+            pods = [*pod_templates(release.objects), *coredns_pods(release.objects)]
+            assert [p.owner.kind for p in pods] == ["StatefulSet", "ConfigMap"]
+            for pod in pods:
+                assert pss_evaluate(pod.spec, "restricted") == [], (
+                    release.spec.name,
+                    pod.owner.ref,
+                )
+                judged += 1
+            syncer = pods[0].spec["containers"][0]["securityContext"]
+            assert syncer["readOnlyRootFilesystem"] is True
+            for init in pods[0].spec["initContainers"]:
+                assert init["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+                assert init["securityContext"]["readOnlyRootFilesystem"] is True
+            # The syncer hands its UID to the CoreDNS pod.
+            coredns = pods[1].spec["containers"][0]["securityContext"]
+            assert coredns["runAsUser"] == syncer["runAsUser"] == 12345
+        assert judged == 4
+        assert checks.pod_security_problems(cfg, rendered) == []
+
+
+def test_the_coredns_pod_the_syncer_creates_is_judged_too() -> None:
+    # Without `policies.podSecurityStandard` the chart gives CoreDNS no seccomp profile, and a
+    # `restricted` namespace refuses the pod the syncer creates: DNS in the vCluster never starts.
+    cfg = cfg_of("primary")
+    release = next(r for r in releases(cfg) if r.vcluster == "mgmt")
+    values = {**release.values, "policies": {}}
+    objects = render_chart(release.chart.package, values, name=release.name, namespace="mgmt")
+    (pod,) = coredns_pods(objects)
+    assert [v.check for v in pss_evaluate(pod.spec, "restricted")] == ["seccompProfile"]
+    problems = checks.pod_security_problems(
+        cfg, [checks.RenderedRelease(replace(release, values=values), objects)]
+    )
+    assert len(problems) == 1
+    assert problems[0].allowed.startswith(
+        "release mgmt-vcluster (slot 58) ConfigMap/vc-coredns-mgmt-vcluster: "
+    )
 
 
 # --- images ----------------------------------------------------------------------------------
@@ -141,8 +191,8 @@ def test_each_release_pulls_exactly_these_images(
     ]
     assert listed["dmz-vcluster"] == [
         "ghcr.io/loft-sh/vcluster-oss:0.20.0",
-        "registry.k8s.io/kube-apiserver:v1.30.2",
-        "registry.k8s.io/kube-controller-manager:v1.30.2",
+        "registry.k8s.io/kube-apiserver:v1.30.14",
+        "registry.k8s.io/kube-controller-manager:v1.30.14",
     ]
     assert [i.split("@")[0] for i in listed["cilium"]] == [
         "quay.io/cilium/cilium-envoy:v1.36.9-1782267392-edeb3f2af56c37c407efa1f63f0b32f595399bbc",
@@ -181,7 +231,7 @@ def test_the_syncer_image_default_is_the_oss_build_with_its_source() -> None:
     ("image", "registry", "pinned"),
     [
         ("quay.io/cilium/cilium:v1.18.12@sha256:" + "a" * 64, "quay.io", True),
-        ("registry.k8s.io/kube-apiserver:v1.30.2", "registry.k8s.io", True),
+        ("registry.k8s.io/kube-apiserver:v1.30.14", "registry.k8s.io", True),
         ("coredns/coredns:1.11.3", "docker.io", True),
         ("nginx", "docker.io", False),
         ("nginx:latest", "docker.io", False),

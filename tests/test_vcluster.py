@@ -6,6 +6,7 @@ from typing import Any
 
 import yaml
 
+from render.vcluster import ROOTLESS_CONTAINER
 from tools.mockrun import Run, evaluate
 
 NAMESPACE = "kubernetes:core/v1:Namespace"
@@ -26,7 +27,7 @@ def test_namespaces_carry_all_six_pod_security_labels(primary: Run) -> None:
     assert labels == {
         "catalyst.openova.io/vcluster-role": "mgmt",
         "catalyst.openova.io/topology": "dod-a4",
-        "pod-security.kubernetes.io/enforce": "baseline",
+        "pod-security.kubernetes.io/enforce": "restricted",
         "pod-security.kubernetes.io/enforce-version": "latest",
         "pod-security.kubernetes.io/audit": "restricted",
         "pod-security.kubernetes.io/audit-version": "latest",
@@ -72,7 +73,11 @@ def test_pod_security_labels_are_typed_inputs() -> None:
 
 
 def test_mgmt_enforcing_restricted_is_refused_in_podsecuritys_words() -> None:
-    run = evaluate("primary", {"vclusters": {"mgmt": {"podSecurity": {"enforce": "restricted"}}}})
+    # The seed incident, with rootless turned off: the chart's root pod under `restricted`.
+    run = evaluate(
+        "primary",
+        {"vclusters": {"mgmt": {"rootless": False, "podSecurity": {"enforce": "restricted"}}}},
+    )
     assert run.registrations == [], "the incident must fail before anything is created"
     message = str(run.error)
     assert "sovereign:vclusters.mgmt.podSecurity.enforce = 'restricted'" in message
@@ -121,8 +126,10 @@ def test_hardened_security_contexts_may_use_restricted() -> None:
     )
     assert run.error is None, run.error
     mgmt = values(run, "mgmt-vcluster")["controlPlane"]
-    assert mgmt["statefulSet"]["security"]["containerSecurityContext"] == HARDENED
-    assert mgmt["distro"]["k8s"]["securityContext"] == HARDENED
+    # The overrides merge over the rootless contexts (here: another UID).
+    expected = {**ROOTLESS_CONTAINER, **HARDENED}
+    assert mgmt["statefulSet"]["security"]["containerSecurityContext"] == expected
+    assert mgmt["distro"]["k8s"]["securityContext"] == expected
 
 
 def test_node_selector_is_exactly_the_label_k3s_sets(secondary: Run) -> None:
