@@ -149,7 +149,11 @@ def run(
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Path:
+def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # A person's run: a passphrase, and stack files without a salt yet (tests/test_ci.py has CI's).
+    monkeypatch.setenv("PULUMI_CONFIG_PASSPHRASE", "correct horse battery staple")
+    monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
+    monkeypatch.delenv("CI", raising=False)
     generate_fleet(tmp_path, 4)  # primary, region-01 .. region-03
     return tmp_path
 

@@ -53,6 +53,7 @@ from typing import Any, Final, Literal, Protocol, TextIO, cast
 
 import yaml
 
+from tools import stack_secrets
 from tools.stacks import ROOT, stack_names
 
 Operation = Literal["up", "preview", "drift"]
@@ -754,6 +755,15 @@ def main(
         return 2
     try:
         engine = workspace(args.dir, args.secrets_provider)
+        # Before any stack is selected: nothing reaches the backend with an empty passphrase.
+        refused = stack_secrets.problems(
+            names or stack_names(args.dir),
+            os.environ,
+            directory=args.dir,
+            default_provider=args.secrets_provider,
+        )
+        if refused:
+            raise FleetError("\n".join(refused))
         selection = select(args.dir, names)
     except FleetError as problem:
         stderr.write(f"sovereign {op}: {problem}\n")
