@@ -11,6 +11,7 @@ from checks import versions
 from checks.day2 import skew_problems
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
+from components import cluster_objects
 from components.backups import EtcdBackups, EtcdBackupsArgs
 from components.control_plane import (
     ControlPlane,
@@ -91,6 +92,10 @@ kubeconfig = Kubeconfig(
     ),
 )
 
+# Every Kubernetes object is deleted with the cluster: a destroy skips uninstalling them through
+# a dying API. The identity is the cluster in Pulumi's terms: deleted by a destroy, replaced only
+# by a new cluster, untouched while a config change adds or removes objects in it.
+cluster_objects.register(kubeconfig.identity)
 provider = k8s.Provider(
     f"{name}-k8s",
     kubeconfig=kubeconfig.kubeconfig,
@@ -99,8 +104,12 @@ provider = k8s.Provider(
     # or a replaced server that rejoined keeps it.
     cluster_identifier=kubeconfig.cluster_identifier,
     # Off on the normal path: one unreachable refresh must never drop releases from state.
-    # sovereign:teardown turns it on for destroying a region whose servers are already gone.
+    # sovereign:teardown turns it on to refresh a region whose cluster is already gone (a
+    # destroy no longer needs it: every object is deleted with the cluster, without a call).
     delete_unreachable=cfg.teardown,
+    # Explicit, not the plugin's default: a newer plugin changing it must not change what `up`
+    # does (server-side apply: field managers and conflicts decided by the API server).
+    enable_server_side_apply=True,
     # The provider asks the API for its schema when it starts and, if that fails, reports the
     # cluster unreachable for the whole run: it must not start before the API answers.
     opts=pulumi.ResourceOptions(depends_on=[kubeconfig.ready]),

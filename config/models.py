@@ -499,7 +499,7 @@ class StackConfig(ConfigModel):
     replacement: Replacement = Field(default_factory=Replacement)
     teardown: bool = Field(
         default=False,
-        description="Only to destroy a region whose servers are gone: drop unreachable objects.",
+        description="Only to refresh a region whose cluster is gone: drop unreachable objects.",
     )
 
     @field_validator("name")

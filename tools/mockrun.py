@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import importlib.metadata
 import json
 import runpy
 import zlib
@@ -26,12 +27,31 @@ from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import settings as pulumi_settings
-from pulumi.runtime.proto import source_pb2
+from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
+# The Pulumi SDK whose private parts this module was last checked against (`sdk_problems`);
+# requirements.txt pins exactly this version, and a test keeps the three in step.
+CHECKED_SDK = "3.272.0"
+# RegisterResource request fields the recording monitor reads.
+REQUEST_FIELDS = (
+    "type",
+    "name",
+    "parent",
+    "custom",
+    "dependencies",
+    "protect",
+    "ignoreChanges",
+    "deleteBeforeReplace",
+    "deletedWith",
+    "additionalSecretOutputs",
+    "provider",
+    "version",
+    "object",
+)
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 FAKE_HCLOUD_TOKEN = "hcloud-token-" + "t" * 51
@@ -92,6 +112,10 @@ class Registration:
     protect: bool
     ignore_changes: list[str]
     delete_before_replace: bool
+    # URN of the resource whose deletion in the same operation skips this one's delete.
+    deleted_with: str
+    # The provider plugin version asked for (the SDK package's own version, unless overridden).
+    version: str
     additional_secret_outputs: list[str]
     provider: str
     inputs: dict[str, Any]
@@ -251,6 +275,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 protect=bool(request.protect),
                 ignore_changes=list(request.ignoreChanges),
                 delete_before_replace=bool(request.deleteBeforeReplace),
+                deleted_with=request.deletedWith,
+                version=request.version,
                 additional_secret_outputs=list(request.additionalSecretOutputs),
                 provider=request.provider,
                 inputs=_unwrap(raw, "", secrets),
@@ -293,6 +319,60 @@ def stack_config(stack: str, directory: Path | None = None) -> dict[str, Any]:
         for key, value in doc["config"].items()
         if key.startswith("sovereign:")
     }
+
+
+def sdk_problems() -> list[str]:
+    """The SDK's private parts this module relies on, each one that is not where it was."""
+    problems: list[str] = []
+
+    def need(present: bool, what: str) -> None:
+        if not present:
+            problems.append(what)
+
+    need(
+        callable(getattr(pulumi_resource, "_get_stack_trace", None)),
+        "pulumi.runtime.resource._get_stack_trace (the stack walk a mock run skips)",
+    )
+    need(
+        callable(getattr(getattr(pulumi_settings, "ROOT", None), "set", None)),
+        "pulumi.runtime.settings.ROOT (the root resource, reset before each run)",
+    )
+    settings = getattr(pulumi_settings, "SETTINGS", None)
+    need(
+        hasattr(settings, "lock")
+        and callable(getattr(getattr(settings, "outputs", None), "clear", None)),
+        "pulumi.runtime.settings.SETTINGS.lock and .outputs (output tasks a failed run leaves)",
+    )
+    need(
+        all(
+            callable(getattr(pulumi_mocks.MockMonitor, m, None))
+            for m in ("RegisterResource", "ReadResource")
+        ),
+        "pulumi.runtime.mocks.MockMonitor.RegisterResource/ReadResource (recorded per call)",
+    )
+    need(
+        callable(_sync_await) and callable(run_pulumi_func),
+        "sync_await._sync_await, stack.run_pulumi_func",
+    )
+    need(hasattr(source_pb2, "StackTrace"), "pulumi.runtime.proto.source_pb2.StackTrace")
+    fields = resource_pb2.RegisterResourceRequest.DESCRIPTOR.fields_by_name
+    missing = [name for name in REQUEST_FIELDS if name not in fields]
+    need(not missing, f"RegisterResourceRequest fields {', '.join(missing)}")
+    return problems
+
+
+def sdk_check() -> str:
+    """'' when the SDK is the checked one with its internals in place; else what to do."""
+    installed = importlib.metadata.version("pulumi")
+    problems = sdk_problems()
+    if installed == CHECKED_SDK and not problems:
+        return ""
+    moved = "; ".join(problems) or "none found missing, but nothing was checked against it"
+    return (
+        f"tools/mockrun.py was checked against the Pulumi SDK {CHECKED_SDK}, and pulumi "
+        f"{installed} is installed. Moved or missing: {moved}. Check mockrun against pulumi "
+        f"{installed}, then set CHECKED_SDK and the pin in requirements.txt to it."
+    )
 
 
 def evaluate(

@@ -264,6 +264,7 @@ def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
                 "protect": reg.protect,
                 "ignoreChanges": sorted(reg.ignore_changes),
                 "deleteBeforeReplace": reg.delete_before_replace,
+                "deletedWith": names.get(reg.deleted_with),
                 "additionalSecretOutputs": sorted(reg.additional_secret_outputs),
                 "secretInputs": sorted(reg.secret_inputs),
                 "inputs": inputs,
