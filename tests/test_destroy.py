@@ -13,6 +13,7 @@ from tools.mockrun import Run, SecretValue, evaluate
 IDENTITY = "random:index/randomId:RandomId"
 PROVIDER = "pulumi:providers:kubernetes"
 SERVER = "hcloud:index/server:Server"
+RELEASE = "kubernetes:helm.sh/v3:Release"
 BACKUPS = {
     "backups": {"enabled": True, "bucket": "omantel-etcd"},
     "backupsAccessKey": SecretValue("AKIA-fake-access-key-1234"),
@@ -75,16 +76,16 @@ def test_a_vcluster_switched_off_is_still_uninstalled_through_the_api(primary: R
     assert off.one(IDENTITY).inputs == primary.one(IDENTITY).inputs
     deleted, skipped = engine_deletes(primary, off)
     assert skipped == set()
+    slot = primary.one("sovereign:slot:VCluster", "slot-54-dmz-vcluster").urn
     dmz = {
-        (r.type, r.name)
+        r.urn
         for r in primary.registrations
-        if r.urn in deleted and r.type.startswith("kubernetes:")
+        if r.type.startswith("kubernetes:") and slot in {a.urn for a in primary.ancestors(r)}
     }
-    assert dmz == {
-        ("kubernetes:core/v1:Namespace", "slot-54-dmz-vcluster-ns"),
-        ("kubernetes:networking.k8s.io/v1:NetworkPolicy", "slot-54-dmz-vcluster-ingress"),
-        ("kubernetes:helm.sh/v3:Release", "slot-54-dmz-vcluster-release"),
-    }
+    # Exactly the DMZ slot's objects go, each through the API; nothing else is touched.
+    assert deleted == dmz | {slot}
+    assert primary.one(RELEASE, "slot-54-dmz-vcluster-release").urn in deleted
+    assert primary.one("kubernetes:core/v1:Namespace", "slot-54-dmz-vcluster-ns").urn in deleted
 
 
 def test_the_provider_applies_server_side_explicitly(primary: Run) -> None:

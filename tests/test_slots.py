@@ -157,3 +157,66 @@ def test_every_slot_of_the_table_has_exactly_one_builder() -> None:
     from components.slots import BUILDERS
 
     assert sorted(BUILDERS) == [slot.number for slot in SLOTS]
+
+
+# The edges the engine receives. A component in `depends_on` is expanded by the SDK to the
+# children it has when the dependent registers: a child added later would silently fall out of
+# the gate. These read each registration's dependency URNs as sent, not the options passed.
+
+
+def slot_resources(run: Run, number: int) -> set[str]:
+    """What the engine can wait for in slot `number`: its custom and packaged resources."""
+    return {
+        r.urn for r in run.registrations if (r.custom or r.remote) and slot_of(run, r.urn) == number
+    }
+
+
+def waits_for(run: Run, urn: str) -> set[str]:
+    """Every URN the resource waits for, through the recorded dependency edges."""
+    edges = {r.urn: r.dependencies for r in run.registrations}
+    seen: set[str] = set()
+    todo = list(edges[urn])
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo.extend(edges.get(dep, []))
+    return seen
+
+
+@pytest.mark.parametrize("stack", ["primary", "secondary"])
+def test_each_slots_releases_wait_for_every_resource_of_the_slots_before(
+    stack: str, request: pytest.FixtureRequest
+) -> None:
+    run: Run = request.getfixturevalue(stack)
+    table = table_graph(run)
+    gated = 0
+    for release in run.of_type(RELEASE) + run.of_type(CONFIG_FILE):
+        own = slot_of(run, release.urn)
+        assert own is not None, release.name
+        waits = waits_for(run, release.urn)
+        for before in table[own]:
+            every = slot_resources(run, before)
+            assert every, before
+            missing = sorted(run.by_urn(urn).name for urn in every - waits)
+            assert not missing, (
+                f"{release.name} (slot {own}) does not wait for {missing} (slot {before})"
+            )
+            gated += 1
+    # cert-manager and the upgrade controller's two manifests after Cilium; each vCluster after
+    # Cilium and cert-manager.
+    assert gated == 3 + 2 * len(active_vclusters_of(run))
+
+
+def active_vclusters_of(run: Run) -> list[str]:
+    return [r.name for r in run.of_type(RELEASE) if "vcluster" in r.name]
+
+
+def test_cilium_waits_arrive_before_cert_manager_as_edges(primary: Run) -> None:
+    waits = waits_for(primary, primary.one(RELEASE, "slot-02-cert-manager-release").urn)
+    names = {primary.by_urn(urn).name for urn in waits}
+    assert {
+        "slot-01-cilium-release",
+        "slot-01-cilium-deny-metadata",
+        "slot-01-cilium-nodes-ready",
+    } <= names

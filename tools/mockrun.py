@@ -42,6 +42,7 @@ REQUEST_FIELDS = (
     "name",
     "parent",
     "custom",
+    "remote",
     "dependencies",
     "protect",
     "ignoreChanges",
@@ -108,6 +109,9 @@ class Registration:
     urn: str
     parent: str
     custom: bool
+    # A packaged component (constructed by its provider, e.g. kubernetes:yaml/v2:ConfigGroup):
+    # a dependency on it is kept as is, never expanded to children.
+    remote: bool
     dependencies: list[str]
     protect: bool
     ignore_changes: list[str]
@@ -271,6 +275,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 urn=response.urn,
                 parent=request.parent,
                 custom=request.custom,
+                remote=request.remote,
                 dependencies=list(request.dependencies),
                 protect=bool(request.protect),
                 ignore_changes=list(request.ignoreChanges),
