@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def pins() -> dict[str, str]:
     found: dict[str, str] = {}
+    # `name==version`, alone on its line or followed by ` \` and its hashes.
     for line in (ROOT / "requirements.txt").read_text().splitlines():
-        match = re.fullmatch(r"([A-Za-z0-9_.-]+)==(\S+)", line.strip())
+        match = re.match(r"([A-Za-z0-9_.-]+)==([^\s\\]+)", line)
         if match:
             found[match[1].lower()] = match[2]
     return found
