@@ -14,15 +14,13 @@ import pulumi
 import pulumi_tls as tls
 
 from config.models import StackConfig
+from render.apiserver import DEPLOYER_USER
 from render.cloudinit import CA_NAMES, SERVICE_KEY_FILE
 from render.naming import prefix
 
 # k3s's own CAs last 10 years and are not renewed automatically (docs.k3s.io/cli/certificate).
 CA_VALIDITY_HOURS: Final = 10 * 365 * 24
 CA_USES: Final = ["cert_signing", "crl_signing", "digital_signature", "key_encipherment"]
-# Kubernetes maps this group to cluster-admin without RBAC objects (as k3s's own admin cert).
-DEPLOYER_GROUP: Final = "system:masters"
-DEPLOYER_USER: Final = "sovereign-deployer"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,8 +79,11 @@ class ClusterPki(pulumi.ComponentResource):
         request = tls.CertRequest(
             f"{name}-api-client-csr",
             private_key_pem=deployer_key.private_key_pem,
+            # A group of the program's own, cluster-admin only through the ClusterRoleBinding
+            # cloud-init writes (render/apiserver.py): never system:masters, which skips RBAC
+            # and so could not be revoked short of a new client CA.
             subject=tls.CertRequestSubjectArgs(
-                common_name=DEPLOYER_USER, organization=DEPLOYER_GROUP
+                common_name=DEPLOYER_USER, organization=api.deployer_group
             ),
             opts=child,
         )

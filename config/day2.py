@@ -34,6 +34,7 @@ _CRON = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{4}}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _FOLDER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 _SNAPSHOT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_GROUP = re.compile(r"[a-z][a-z0-9:._-]{0,62}")
 
 
 class Api(ConfigModel):
@@ -58,6 +59,26 @@ class Api(ConfigModel):
         le=3000,
         description="Any `up` this close to expiry issues a new deployer certificate.",
     )
+    deployer_group: str = Field(
+        default="sovereign:deployers",
+        description=(
+            "Group (O) of the deployer's certificate, bound to cluster-admin at first boot. "
+            "Renaming it revokes every certificate of the old group (docs/security.md)."
+        ),
+    )
+
+    @field_validator("deployer_group")
+    @classmethod
+    def _own_group(cls, value: str) -> str:
+        # system:masters skips RBAC (a certificate in it cannot be revoked); every other
+        # system: group belongs to Kubernetes.
+        if value.startswith("system:") or not _GROUP.fullmatch(value):
+            raise ValueError(
+                "a group of the program's own: 1-63 of a-z, 0-9, ':', '.', '_', '-', starting "
+                "with a letter, not system:* (system:masters bypasses RBAC, so it could never "
+                "be revoked)"
+            )
+        return value
 
 
 class Upgrades(ConfigModel):

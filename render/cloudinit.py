@@ -16,6 +16,13 @@ import yaml
 
 from config.day2 import OBJECT_STORAGE_HOST
 from config.models import StackConfig
+from render.apiserver import (
+    AUDIT_POLICY,
+    AUDIT_POLICY_PATH,
+    DEPLOYER_BINDING_PATH,
+    audit_args,
+    deployer_binding_manifest,
+)
 from render.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, region_label
 
 # Hetzner refuses user_data above 32 KiB when the server is created.
@@ -236,8 +243,19 @@ BootMode = Literal["init", "join", "restore"]
 CA_NAMES: Final = ("server-ca", "client-ca", "request-header-ca", "etcd/peer-ca", "etcd/server-ca")
 SERVICE_KEY_FILE: Final = "service.key"
 CA_FILES: Final = (SERVICE_KEY_FILE, *(f"{ca}.{ext}" for ca in CA_NAMES for ext in ("crt", "key")))
-# A minted CA file's PEM at its largest (the RSA 2048 service key, about 1.7 KB).
-WORST_CASE_CA_PEM: Final = "x" * 1800
+# Each minted CA file's PEM at its largest (components/pki.py mints them): the RSA 2048 service
+# key (about 1.7 KB), an ECDSA P-256 key (about 230 bytes), a CA certificate whose subject carries
+# the region prefix (about 700 bytes). tests/test_cloudinit.py measures real ones with openssl.
+WORST_CASE_RSA_KEY_PEM: Final = "x" * 1800
+WORST_CASE_EC_KEY_PEM: Final = "x" * 320
+WORST_CASE_CERT_PEM: Final = "x" * 1000
+
+
+def worst_case_pem(name: str) -> str:
+    if name == SERVICE_KEY_FILE:
+        return WORST_CASE_RSA_KEY_PEM
+    return WORST_CASE_EC_KEY_PEM if name.endswith(".key") else WORST_CASE_CERT_PEM
+
 
 SSHD_HARDENING: Final = """\
 # Written by sovereign cloud-init: keys only, no passwords, no forwarding.
@@ -309,7 +327,7 @@ def worst_case_boot(cfg: StackConfig, node: int) -> ServerBoot:
         if node == 0 and cfg.control_plane.count == 1
         else default_boot(cfg, node).mode,
         api_public_ip=WORST_CASE_IPV4,
-        ca_files=dict.fromkeys(CA_FILES, WORST_CASE_CA_PEM) if node == 0 else {},
+        ca_files={name: worst_case_pem(name) for name in CA_FILES} if node == 0 else {},
         restore_credentials=(secret, secret),
         registry_password=secret if cfg.registry_mirror.username is not None else None,
     )
@@ -409,6 +427,8 @@ def k3s_server_config(
         # source: https://docs.k3s.io/security/secrets-encryption and
         # https://docs.k3s.io/cli/secrets-encrypt (checked 2026-12-04).
         "secrets-encryption": True,
+        # Every server's API server keeps its own bounded audit log (render/apiserver.py).
+        "kube-apiserver-arg": audit_args(),
     }
     if cfg.backups.enabled:
         # The Secret's loader never reads a retention (k3s-io/k3s pkg/etcd/s3/config_secret.go,
@@ -566,9 +586,13 @@ def cloud_config(
     ]
     if cfg.registry_mirror.enabled:
         files.append(_file(REGISTRIES_PATH, _dump(registries(cfg, boot.registry_password))))
+    files.append(_file(AUDIT_POLICY_PATH, AUDIT_POLICY))
     if boot.mode != "join":
         # A joining server takes the CAs from the cluster; files on disk would conflict.
         files += ca_write_files(boot.ca_files)
+        # Only the server that starts the cluster: k3s re-applies this directory at every start,
+        # so a joiner writing it too would undo a revocation (docs/security.md) when it joins.
+        files.append(_file(DEPLOYER_BINDING_PATH, deployer_binding_manifest(cfg)))
     snapshot = cfg.replacement.restore_snapshot
     restoring = (
         boot.mode == "restore" and snapshot is not None and boot.restore_credentials is not None

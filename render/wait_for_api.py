@@ -6,7 +6,10 @@ exists; it cannot be Ready yet, since k3s runs without flannel and a node report
 chart): every node Ready.
 
 Runs on the deployer (the `command.local.Command` of the kubeconfig step, `python3 -c`), with the
-program's own client certificate: no SSH. Reads only environment variables, imports only the
+program's own client certificate: no SSH. That certificate's group is cluster-admin only through
+a ClusterRoleBinding k3s applies from its manifests directory a few seconds after the API first
+answers (render/apiserver.py), so until then the node reads answer 403 and are retried like any
+other not-yet. Reads only environment variables, imports only the
 standard library. Each failure names the server and what it waited for, on stderr, and exits 1.
 """
 
@@ -22,6 +25,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, cast
+
+# render/apiserver.DEPLOYER_BINDING (this script imports only the standard library).
+BINDING = "sovereign-deployers"
 
 
 def _context(ca: str, cert: str, key: str, directory: str) -> ssl.SSLContext:
@@ -118,6 +124,15 @@ def _failure(
             "and `journalctl -u k3s`"
         )
     where = addresses.get(node, "?")
+    if last.startswith("HTTP 403"):
+        return (
+            f"waited {budget}s for server {node} ({where}): the API refuses the deployer "
+            f"({last}): its group is not bound to cluster-admin. k3s applies the "
+            f"ClusterRoleBinding {BINDING} from /var/lib/rancher/k3s/server/manifests on the "
+            "first server; if the binding was deleted or the group renamed on purpose, this "
+            "certificate is revoked (docs/security.md). On the first server run "
+            f"`kubectl get clusterrolebinding {BINDING}` and `journalctl -u k3s`"
+        )
     state = "did not register as a node" if last.startswith("HTTP 404") else "is not Ready"
     goal = "be Ready (Cilium is installed)" if ready else "join the cluster"
     return (

@@ -168,7 +168,9 @@ def test_user_data_stays_under_hetzners_cap_with_room_to_spare() -> None:
         c = cfg(stack)
         for node in range(c.control_plane.count):
             size = len(cloudinit.render_user_data(c, node, "255.255.255.255", TOKEN).encode())
-            assert size < cloudinit.USER_DATA_CAP / 4
+            # A third: the CA files (cp-1), a restore and a registry password come on top
+            # (the worst case, checked at preview).
+            assert size < cloudinit.USER_DATA_CAP / 3
 
 
 def test_user_data_over_the_cap_is_refused_at_preview_with_its_size() -> None:
@@ -370,3 +372,30 @@ def test_a_joining_server_waits_bounded_for_the_server_it_joins() -> None:
         assert 'curl -ksf --connect-timeout 5 --max-time 10 -o /dev/null "$join/cacerts"' in script
         assert script.index('"$join/cacerts"') < script.index("for ((attempt = 1;")
         assert "did not answer for ${join_wait}s: the server this one joins" in script
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def test_worst_case_ca_files_are_at_least_as_large_as_real_ones(tmp_path: Path) -> None:
+    # The shapes components/pki.py mints: ECDSA P-256 CAs with the region prefix in the subject
+    # (at most 63 characters, Hetzner's name limit), a 10-year validity, CA key usages; an RSA
+    # 2048 service-account key. openssl writes each in both PEM encodings the tls provider may.
+    subject = f"/O={'o' * 63}/CN=k3s-request-header-ca"
+    key, sec1, cert = tmp_path / "k", tmp_path / "sec1", tmp_path / "c"
+    _openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", str(key))
+    _openssl("ec", "-in", str(key), "-out", str(sec1))
+    _openssl(
+        "req", "-x509", "-new", "-key", str(key), "-out", str(cert), "-days", "3650",
+        "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature,keyEncipherment",
+    )  # fmt: skip
+    rsa, rsa1 = tmp_path / "rsa", tmp_path / "rsa1"
+    _openssl("genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", str(rsa))
+    _openssl("rsa", "-in", str(rsa), "-traditional", "-out", str(rsa1))
+    for real in (key, sec1):
+        assert len(real.read_bytes()) <= len(cloudinit.worst_case_pem("client-ca.key"))
+    assert len(cert.read_bytes()) <= len(cloudinit.worst_case_pem("etcd/peer-ca.crt"))
+    for real in (rsa, rsa1):
+        assert len(real.read_bytes()) <= len(cloudinit.worst_case_pem("service.key"))

@@ -167,7 +167,8 @@ def test_kubeconfig_is_built_from_the_minted_ca_and_client_certificate(secondary
     assert cert.inputs["validityPeriodHours"] == 365 * 24
     assert "client_auth" in cert.inputs["allowedUses"]
     csr = secondary.one("tls:index/certRequest:CertRequest")
-    assert csr.inputs["subject"]["organization"] == "system:masters"
+    # A group RBAC binds (revocable), never system:masters, which skips RBAC.
+    assert csr.inputs["subject"]["organization"] == "sovereign:deployers"
 
 
 def test_the_first_server_gets_every_ca_file_and_the_joiners_none(secondary: Run) -> None:
