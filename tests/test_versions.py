@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from typing import Any
 
@@ -117,3 +118,50 @@ def test_the_program_warns_about_end_of_support_on_every_run(
     run = evaluate("primary")
     assert run.error is None, run.error
     assert any("reached the end of upstream support on 2026-06-28" in w for w in warned)
+
+
+def _with_versions(k3s_version: str, cilium_version: str) -> Any:
+    cfg = parse(stack_config("primary"), "primary")
+    cilium = cfg.cilium.model_copy(
+        update={
+            "version": cilium_version,
+            "gateway_api": cfg.cilium.gateway_api.model_copy(update={"enabled": False}),
+        }
+    )
+    plane = cfg.control_plane.model_copy(update={"k3s_version": k3s_version})
+    return cfg.model_copy(update={"cilium": cilium, "control_plane": plane})
+
+
+def _cilium_table() -> list[tuple[str, str, bool]]:
+    """(Cilium line, Kubernetes minor, supported) for every line of the support matrix data: each
+    minor the line lists, and the minors just outside its range."""
+    rows: list[tuple[str, str, bool]] = []
+    for line, spec in MATRIX.cilium.items():
+        listed = [tuple(int(p) for p in m.split(".")) for m in spec.kubernetes]
+        below = f"{listed[0][0]}.{listed[0][1] - 1}"
+        above = f"{listed[-1][0]}.{listed[-1][1] + 1}"
+        rows += [(line, m, True) for m in spec.kubernetes]
+        rows += [(line, below, False), (line, above, False)]
+    return rows
+
+
+@pytest.mark.parametrize(("line", "kube", "supported"), _cilium_table())
+def test_the_cilium_range_decides_over_the_support_matrix(
+    line: str, kube: str, supported: bool
+) -> None:
+    # Everything but the Cilium pair accepts the minor: cert-manager lines list it, and it has
+    # an end-of-life entry. Only the Cilium decision can refuse.
+    every = sorted(
+        {*MATRIX.kubernetes_eol, kube, *(m for s in MATRIX.cilium.values() for m in s.kubernetes)}
+    )
+    matrix = dataclasses.replace(
+        MATRIX,
+        kubernetes_eol={m: datetime.date(2030, 1, 1) for m in every},
+        cert_manager={
+            name: dataclasses.replace(spec, kubernetes=tuple(every))
+            for name, spec in MATRIX.cert_manager.items()
+        },
+    )
+    cfg = _with_versions(f"v{kube}.1+k3s1", f"{line}.0")
+    refused = [p for p in versions.problems(cfg, matrix) if p.path == versions.K3S_KEY]
+    assert (refused == []) is supported, refused
