@@ -12,6 +12,7 @@ from typing import Any, Final
 from checks import versions
 from checks.day2 import day2_problems
 from checks.hetzner import load_balancer_problems, server_type_problems
+from checks.tenants import quota_preflight_problems
 from config import grammar
 from config.errors import Problem
 from config.models import StackConfig, parse_config
@@ -243,6 +244,7 @@ def preflight(cfg: StackConfig) -> list[Problem]:
         *size_problems(cfg),
         *day2_problems(cfg),
         *mirror_problems(cfg),
+        *quota_preflight_problems(cfg),
     ]
 
 

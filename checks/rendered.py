@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from checks.kubernetes_schema import UnknownKindError, schema_errors
+from checks.tenants import quota_fit_problems
 from config.errors import Problem
 from config.models import StackConfig, VClusterName
 from render.cloudinit import WORST_CASE_IPV4, api_endpoint, k3s_server_config
@@ -491,4 +492,5 @@ def rendered_problems(
         *cilium_wiring_problems(cfg, rendered),
         *cert_manager_wait_problems(rendered),
         *schema_problems(cfg, rendered, declared),
+        *quota_fit_problems(cfg, [(r.spec.vcluster, r.objects) for r in rendered]),
     ]

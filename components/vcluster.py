@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 
 from components.helm import release
 from config.models import StackConfig, VClusterName
+from render.tenants import limit_range, resource_quota
 from render.vcluster import (
     CHART,
     namespace_labels,
@@ -29,7 +30,8 @@ class VClusterArgs:
 
 
 class VClusterSlot(pulumi.ComponentResource):
-    """Namespace (PSS labels), its NetworkPolicy, then the vCluster release that waits for both."""
+    """Namespace (PSS labels), its NetworkPolicy, ResourceQuota and LimitRange, then the vCluster
+    release that waits for them."""
 
     TYPE: Final = "sovereign:slot:VCluster"
 
@@ -53,6 +55,21 @@ class VClusterSlot(pulumi.ComponentResource):
             spec=network_policy_spec(vcluster),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace]),
         )
+        # Before the release: the LimitRanger and the quota judge pods when they are created.
+        quota = resource_quota(vcluster, ns_name, spec)
+        self.quota = k8s.core.v1.ResourceQuota(
+            f"{name}-quota",
+            metadata=k8s.meta.v1.ObjectMetaArgs(**quota["metadata"]),
+            spec=quota["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace]),
+        )
+        limits = limit_range(ns_name, spec)
+        self.limit_range = k8s.core.v1.LimitRange(
+            f"{name}-limits",
+            metadata=k8s.meta.v1.ObjectMetaArgs(**limits["metadata"]),
+            spec=limits["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace]),
+        )
         self.release = release(
             f"{name}-release",
             release_name=release_name(vcluster),
@@ -61,6 +78,12 @@ class VClusterSlot(pulumi.ComponentResource):
             values=vcluster_values(cfg, spec),
             timeout_seconds=cfg.releases.timeout_seconds,
             parent=self,
-            depends_on=[*args.after, self.namespace, self.network_policy],
+            depends_on=[
+                *args.after,
+                self.namespace,
+                self.network_policy,
+                self.quota,
+                self.limit_range,
+            ],
         )
         self.register_outputs({"namespace": ns_name, "status": self.release.status})

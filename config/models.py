@@ -32,6 +32,7 @@ from config.errors import Problem, SovereignConfigError
 from config.fleet import Fleet
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
+from config.quantity import quantity
 from config.secrets import NAMESPACE, REGISTRY_PASSWORD_KEY
 from config.server_types import CATALOGUE as SERVER_TYPES
 
@@ -442,6 +443,55 @@ class VClusterSecurity(ConfigModel):
     )
 
 
+Quantity = Annotated[str, AfterValidator(quantity)]
+
+
+class Quota(ConfigModel):
+    """ResourceQuota `hard` of the vCluster's namespace, where every tenant pod lands.
+
+    Unset: the role's default (render/tenants.py, sized so the vCluster's own pods fit).
+    """
+
+    requests_cpu: Quantity | None = Field(default=None, description="requests.cpu.")
+    requests_memory: Quantity | None = Field(default=None, description="requests.memory.")
+    limits_cpu: Quantity | None = Field(default=None, description="limits.cpu.")
+    limits_memory: Quantity | None = Field(default=None, description="limits.memory.")
+    requests_storage: Quantity | None = Field(
+        default=None, description="requests.storage (all claims together)."
+    )
+    pods: int | None = Field(default=None, ge=1, description="Pods.")
+    persistent_volume_claims: int | None = Field(
+        default=None, ge=0, description="PersistentVolumeClaims."
+    )
+    services: int | None = Field(default=None, ge=0, description="Services.")
+    services_node_ports: int | None = Field(
+        default=None,
+        ge=0,
+        description="services.nodeports; default 0: a tenant NodePort would take a port on "
+        "every node.",
+    )
+    services_load_balancers: int | None = Field(
+        default=None,
+        ge=0,
+        description="services.loadbalancers; default 0: each would be a billed cloud load "
+        "balancer.",
+    )
+
+
+class ContainerLimits(ConfigModel):
+    """LimitRange of the vCluster's namespace: what a container gets when it asks for nothing,
+    and the most one container may ask for (the vCluster's own syncer asks for 2 CPU, 1Gi)."""
+
+    default_request_cpu: Quantity = Field(default="50m", description="Default CPU request.")
+    default_request_memory: Quantity = Field(default="64Mi", description="Default memory request.")
+    default_cpu: Quantity = Field(default="500m", description="Default CPU limit.")
+    default_memory: Quantity = Field(default="512Mi", description="Default memory limit.")
+    max_cpu: Quantity = Field(default="2", description="Largest CPU limit of one container.")
+    max_memory: Quantity = Field(
+        default="2Gi", description="Largest memory limit of one container."
+    )
+
+
 class VCluster(ConfigModel):
     enabled: bool | None = Field(
         default=None, description="Unset: on where the region's role runs it (A4)."
@@ -460,6 +510,10 @@ class VCluster(ConfigModel):
     )
     security: VClusterSecurity = Field(
         default_factory=VClusterSecurity, description="Security contexts."
+    )
+    quota: Quota = Field(default_factory=Quota, description="Namespace ResourceQuota.")
+    limits: ContainerLimits = Field(
+        default_factory=ContainerLimits, description="Namespace LimitRange."
     )
 
 

@@ -240,8 +240,12 @@ def _effective_id(syncer: Mapping[str, Any], pod: Mapping[str, Any], key: str) -
     return value if isinstance(value, int) and value != 0 else COREDNS_ROOT_FALLBACK_ID
 
 
-def coredns_pods(objects: Iterable[RenderedObject]) -> list[PodTemplate]:
-    """The CoreDNS pod template(s) the syncer will create in the vCluster's namespace."""
+def coredns_objects(
+    objects: Iterable[RenderedObject],
+) -> list[tuple[RenderedObject, Mapping[str, Any]]]:
+    """The objects the syncer applies from the chart's CoreDNS manifest, with the ConfigMap that
+    holds them, its template variables filled as the syncer fills them."""
+    objects = list(objects)
     sts = next((obj for obj in objects if obj.kind == "StatefulSet"), None)
     pod = _map(_map(_map(sts.doc if sts else {}).get("spec")).get("template"))
     pod_spec = _map(pod.get("spec"))
@@ -256,7 +260,7 @@ def coredns_pods(objects: Iterable[RenderedObject]) -> list[PodTemplate]:
         "RUN_AS_GROUP": str(_effective_id(syncer_ctx, pod_ctx, "runAsGroup")),
         "IMAGE": "coredns/coredns",
     }
-    found: list[PodTemplate] = []
+    found: list[tuple[RenderedObject, Mapping[str, Any]]] = []
     for obj in objects:
         data = _map(obj.doc.get("data"))
         if obj.kind != "ConfigMap" or COREDNS_MANIFEST_KEY not in data:
@@ -264,11 +268,18 @@ def coredns_pods(objects: Iterable[RenderedObject]) -> list[PodTemplate]:
         text = _TEMPLATE_VARIABLE.sub(
             lambda m: variables.get(m.group(1), ""), str(data[COREDNS_MANIFEST_KEY])
         )
-        for doc in yaml.safe_load_all(text):
-            workload = _map(doc)
-            if workload.get("kind") == "Deployment":
-                template = _map(_map(workload.get("spec")).get("template"))
-                found.append(
-                    PodTemplate(obj, f"data.{COREDNS_MANIFEST_KEY}", _map(template.get("spec")))
-                )
+        found.extend((obj, _map(doc)) for doc in yaml.safe_load_all(text) if doc)
     return found
+
+
+def coredns_pods(objects: Iterable[RenderedObject]) -> list[PodTemplate]:
+    """The CoreDNS pod template(s) the syncer will create in the vCluster's namespace."""
+    return [
+        PodTemplate(
+            holder,
+            f"data.{COREDNS_MANIFEST_KEY}",
+            _map(_map(_map(doc.get("spec")).get("template")).get("spec")),
+        )
+        for holder, doc in coredns_objects(objects)
+        if doc.get("kind") == "Deployment"
+    ]

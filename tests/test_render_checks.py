@@ -59,6 +59,8 @@ def test_committed_stacks_pass_every_rendered_check(
         "NetworkPolicy",
         "CiliumClusterwideNetworkPolicy",
         "Plan",
+        "ResourceQuota",
+        "LimitRange",
     }
     assert checks.rendered_problems(cfg_of(stack), rendered[stack], declared) == []
 
