@@ -501,3 +501,28 @@ def test_the_automation_workspace_passes_one_sigint_to_a_cli_in_its_own_session(
     # Its own session: a terminal's Ctrl-C reaches the fleet alone, which passes on one SIGINT.
     preview_call = next(line for line in calls if line.startswith("preview "))
     assert preview_call.rsplit(" ", 1)[-1] != str(os.getsid(0))
+
+
+def test_an_interrupt_that_lands_mid_print_still_prints_and_stops() -> None:
+    # Python runs the handler on the main thread between bytecodes, possibly inside a print.
+    control = Control()
+    exits: list[int] = []
+
+    class Terminal(io.StringIO):
+        handler: Interrupts | None = None
+
+        def write(self, s: str) -> int:
+            handler, self.handler = self.handler, None
+            if handler is not None:
+                handler(signal.SIGINT, None)
+            return super().write(s)
+
+    out = Terminal()
+    console = Console(out)
+    out.handler = Interrupts(FakeWorkspace(), control, console, exit_now=exits.append)
+    printing = threading.Thread(target=console.line, args=("[primary] up started",), daemon=True)
+    printing.start()
+    printing.join(5)
+    assert not printing.is_alive(), "the handler deadlocked on the console"
+    assert control.stop.is_set()
+    assert "interrupted: starting no further stack" in out.getvalue()

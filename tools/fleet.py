@@ -197,7 +197,8 @@ class CliProcesses:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGINT handler signals them on the main thread.
+        self._lock = threading.RLock()
         self._live: set[subprocess.Popen[str]] = set()
 
     def start(self, cmd: list[str], cwd: str, env: Mapping[str, str]) -> subprocess.Popen[str]:
@@ -355,7 +356,8 @@ class Console:
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGINT handler prints on the main thread, which may be inside `line`.
+        self._lock = threading.RLock()
 
     def line(self, text: str) -> None:
         with self._lock:
@@ -368,7 +370,8 @@ class Control:
 
     def __init__(self) -> None:
         self.stop = threading.Event()
-        self._lock = threading.Lock()
+        # Re-entrant: the SIGINT handler reads it on the main thread, whatever that was doing.
+        self._lock = threading.RLock()
         self._running: list[str] = []
 
     def begin(self, stack: str) -> bool:
