@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from typing import Final, cast
 
 import pulumi
+import pulumi_command as command
 import pulumi_hcloud as hcloud
 import pulumi_random as random
 
+from components.kubeconfig import WAIT_SCRIPT
 from components.network import RegionNetwork
 from components.pki import ClusterPki
 from config.day2 import BackupCredentials
@@ -42,6 +44,9 @@ REPLACING_INPUTS: Final = ["user_data", "image", "ssh_keys"]
 LB_HEALTH_INTERVAL_SECONDS: Final = 10
 LB_HEALTH_TIMEOUT_SECONDS: Final = 5
 LB_HEALTH_RETRIES: Final = 3
+# Bound on deleting a replaced server's Node: k3s removes the etcd member first (seconds on a
+# healthy cluster of two live members).
+REMOVE_NODE_SECONDS: Final = 300
 # How the server first booted; read back so a cp-1 that joined keeps rendering as a joiner.
 BOOT_LABEL_KEY: Final = "openova.io/k3s-boot"
 
@@ -157,7 +162,6 @@ class ControlPlane(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
         cfg, net = args.cfg, args.network
-        physical = prefix(cfg)
         labels = hetzner_labels(cfg, **{NODE_ROLE_LABEL_KEY: "control-plane"})
 
         # The API endpoint exists before the servers: its addresses go into every server's
@@ -192,16 +196,26 @@ class ControlPlane(pulumi.ComponentResource):
             special=False,
             opts=pulumi.ResourceOptions(parent=self),
         )
+        # A new value for each replacement request (setting, changing or clearing
+        # sovereign:replacement.*), written into the named server's user_data only: that replacing
+        # input then differs from the running server's, so exactly that server is replaced.
+        self.replacement_generation = random.RandomId(
+            f"{name}-replacement",
+            byte_length=4,
+            keepers={
+                "server": cfg.replacement.server or "",
+                "restoreSnapshot": cfg.replacement.restore_snapshot or "",
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         self.servers: list[hcloud.Server] = []
-        self.public_ips: list[pulumi.Output[str]] = []
         self.private_ips: list[str] = list(cfg.control_plane_ips)
-        for node, private_ip in enumerate(cfg.control_plane_ips):
-            node_name = f"{physical}-cp-{node + 1}"
-            # A primary IP allocated before the server lets its address go into the API
-            # certificate (--tls-san) of the very user_data that creates the server.
-            public_ip = hcloud.PrimaryIp(
+        # A primary IP allocated before the server lets its address go into the API certificate
+        # (--tls-san) of the very user_data that creates the server.
+        primary_ips = [
+            hcloud.PrimaryIp(
                 f"{name}-{node + 1}-ipv4",
-                name=f"{node_name}-ipv4",
+                name=f"{server_name(cfg, node)}-ipv4",
                 type="ipv4",
                 assignee_type="server",
                 location=cfg.region.location,
@@ -210,8 +224,19 @@ class ControlPlane(pulumi.ComponentResource):
                 labels=labels,
                 opts=pulumi.ResourceOptions(parent=self, protect=cfg.control_plane.protect),
             )
+            for node in range(cfg.control_plane.count)
+        ]
+        self.public_ips: list[pulumi.Output[str]] = [ip.ip_address for ip in primary_ips]
+        for node, private_ip in enumerate(cfg.control_plane_ips):
+            node_name = server_name(cfg, node)
+            public_ip = primary_ips[node]
             mode = self.boot_modes[node]
             options = server_options(cfg, node, args.live)
+            generation: pulumi.Output[str | None] = (
+                self.replacement_generation.hex
+                if replacing(cfg, node)
+                else pulumi.Output.from_input(None)
+            )
             user_data = pulumi.Output.secret(
                 pulumi.Output.all(
                     public_ip.ip_address,
@@ -220,6 +245,7 @@ class ControlPlane(pulumi.ComponentResource):
                     api_ip,
                     credentials,
                     password,
+                    generation,
                 ).apply(
                     lambda v, node=node, mode=mode: checked_user_data(
                         cfg,
@@ -232,10 +258,18 @@ class ControlPlane(pulumi.ComponentResource):
                             ca_files=v[2] if mode != "join" else {},
                             restore_credentials=v[4] if mode == "restore" else None,
                             registry_password=v[5] or None,
+                            replacement_generation=v[6],
                         ),
                     )
                 )
             )
+            # The dead server's Node and etcd member go before its successor joins under the
+            # same name; only on the `up` that really replaces it.
+            removed: list[pulumi.Resource] = []
+            if cfg.control_plane.count > 1 and replacing(cfg, node) and not options.ignore_changes:
+                removed.append(
+                    self._remove_node(name, cfg, node, args.pki, api_ip, self.public_ips)
+                )
             server = hcloud.Server(
                 f"{name}-{node + 1}",
                 name=node_name,
@@ -265,14 +299,13 @@ class ControlPlane(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     # Hetzner attaches a server only to a subnet that already exists.
-                    depends_on=[net.subnet, *api_targets_after],
+                    depends_on=[net.subnet, *api_targets_after, *removed],
                     protect=options.protect,
                     ignore_changes=options.ignore_changes,
                     delete_before_replace=options.delete_before_replace,
                 ),
             )
             self.servers.append(server)
-            self.public_ips.append(public_ip.ip_address)
 
         self.api_targets: list[hcloud.LoadBalancerTarget] = []
         if api_lb is not None:
@@ -293,6 +326,50 @@ class ControlPlane(pulumi.ComponentResource):
                 "loadBalancerIp": self.load_balancer_ip,
                 "apiPublicIp": self.api_public_ip,
             }
+        )
+
+    def _remove_node(
+        self,
+        name: str,
+        cfg: StackConfig,
+        node: int,
+        pki: ClusterPki,
+        api_public_ip: pulumi.Output[str | None],
+        public_ips: list[pulumi.Output[str]],
+    ) -> command.local.Command:
+        """Delete the replaced server's Node (k3s then removes its etcd member), on the deployer.
+
+        Reached through the API load balancer, else through a server that is not the one replaced.
+        """
+        survivor = public_ips[1 if node == 0 else 0]
+        environment = pulumi.Output.all(
+            api_public_ip,
+            survivor,
+            pki.server_ca_pem,
+            pki.client_cert_pem,
+            pki.client_key_pem,
+        ).apply(
+            lambda v: {
+                "SOVEREIGN_API": f"https://{v[0] or v[1]}:{API_PORT}",
+                "SOVEREIGN_CA": str(v[2]),
+                "SOVEREIGN_CERT": str(v[3]),
+                "SOVEREIGN_KEY": str(v[4]),
+                "SOVEREIGN_REMOVE_NODE": server_name(cfg, node),
+                "SOVEREIGN_TIMEOUT": str(REMOVE_NODE_SECONDS),
+            }
+        )
+        return command.local.Command(
+            f"{name}-remove-cp-{node + 1}",
+            create=WAIT_SCRIPT,
+            interpreter=["python3", "-c"],
+            environment=pulumi.Output.secret(environment),
+            # Runs again only for a new replacement request.
+            triggers=[self.replacement_generation.hex],
+            logging=command.local.Logging.STDERR,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{REMOVE_NODE_SECONDS // 60 + 5}m"),
+            ),
         )
 
     def _private_load_balancer(

@@ -313,6 +313,10 @@ class ServerBoot:
     restore_credentials: tuple[str, str] | None = None
     # The registry mirror's password (a secret config value), for registries.yaml.
     registry_password: str | None = None
+    # Set only on the server this `up` replaces: a value that changes with each replacement
+    # request, so its user_data (a replacing input) differs from the running server's even when
+    # everything else renders the same (a joiner's token, addresses and join mode never change).
+    replacement_generation: str | None = None
 
 
 def default_boot(cfg: StackConfig, node: int) -> ServerBoot:
@@ -330,6 +334,7 @@ def worst_case_boot(cfg: StackConfig, node: int) -> ServerBoot:
         ca_files={name: worst_case_pem(name) for name in CA_FILES} if node == 0 else {},
         restore_credentials=(secret, secret),
         registry_password=secret if cfg.registry_mirror.username is not None else None,
+        replacement_generation="f" * 8,
     )
 
 
@@ -650,4 +655,7 @@ def render_user_data(
         sort_keys=False,
         width=1000,
     )
-    return "#cloud-config\n" + body
+    header = "#cloud-config\n"
+    if boot is not None and boot.replacement_generation is not None:
+        header += f"# sovereign replacement generation: {boot.replacement_generation}\n"
+    return header + body

@@ -5,6 +5,11 @@ exists; it cannot be Ready yet, since k3s runs without flannel and a node report
 `NetworkPluginNotReady` until Cilium installs the CNI. `Ready` (after Cilium, before every other
 chart): every node Ready.
 
+`SOVEREIGN_REMOVE_NODE=<node>` instead removes a control-plane server the program is about to
+replace: it deletes the Node object and waits, bounded, until it is gone. Deleting the Node of a k3s
+server also removes its etcd member (k3s's etcd controller holds a finalizer on it; k3s-io/k3s
+#9817 and #6816, checked 2026-12-04), so the new server can join under the same name.
+
 Runs on the deployer (the `command.local.Command` of the kubeconfig step, `python3 -c`), with the
 program's own client certificate: no SSH. That certificate's group is cluster-admin only through
 a ClusterRoleBinding k3s applies from its manifests directory a few seconds after the API first
@@ -47,6 +52,53 @@ def _get(url: str, context: ssl.SSLContext) -> tuple[int, bytes]:
             return int(response.status), cast(bytes, response.read())
     except urllib.error.HTTPError as err:
         return int(err.code), b""
+
+
+def _delete(url: str, context: ssl.SSLContext) -> int:
+    request = urllib.request.Request(url, method="DELETE")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return int(err.code)
+
+
+def remove(env: dict[str, str], clock: Any = time) -> int:
+    """Delete the Node of the server being replaced; wait until it and its etcd member are gone."""
+    api, node = env["SOVEREIGN_API"], env["SOVEREIGN_REMOVE_NODE"]
+    budget = int(env["SOVEREIGN_TIMEOUT"])
+    deadline = clock.time() + budget
+    url = f"{api}/api/v1/nodes/{node}"
+    with tempfile.TemporaryDirectory() as directory:
+        context = _context(
+            env["SOVEREIGN_CA"], env["SOVEREIGN_CERT"], env["SOVEREIGN_KEY"], directory
+        )
+        deleted, last = False, "no answer yet"
+        while True:
+            try:
+                if not deleted:
+                    status = _delete(url, context)
+                    # 404: already gone (removed by hand, or never registered).
+                    deleted = status in (200, 202, 404)
+                    last = f"DELETE: HTTP {status}"
+                if deleted:
+                    status, _ = _get(url, context)
+                    if status == 404:
+                        print(f"{node} and its etcd member are removed", file=sys.stderr)
+                        return 0
+                    last = f"still there (HTTP {status}): k3s has not removed its etcd member yet"
+            except (OSError, ValueError) as err:
+                last = str(err)
+            if clock.time() >= deadline:
+                print(
+                    f"waited {budget}s to remove node {node} at {api} before replacing its "
+                    f"server ({last}). The new server cannot join under the same name while the "
+                    f"old Node and etcd member remain: run `kubectl delete node {node}` against "
+                    "a live server (k3s then removes the etcd member), then `up` again",
+                    file=sys.stderr,
+                )
+                return 1
+            clock.sleep(5)
 
 
 def _node_state(body: bytes) -> str:
@@ -143,4 +195,5 @@ def _failure(
 
 
 if __name__ == "__main__":
-    sys.exit(wait(dict(os.environ)))
+    environment = dict(os.environ)
+    sys.exit(remove(environment) if "SOVEREIGN_REMOVE_NODE" in environment else wait(environment))

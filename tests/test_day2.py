@@ -386,8 +386,11 @@ def test_identity_keeps_when_cp1_joined_and_follows_a_new_init_server() -> None:
         live_servers=live("secondary", "v1.33.13+k3s2"),
     )
     assert keep.error is None, keep.error
-    assert fresh.one("random:index/randomId:RandomId").ignore_changes == []
-    identity = keep.one("random:index/randomId:RandomId")
+    assert (
+        fresh.one("random:index/randomId:RandomId", "omantel-hel1-2-cluster-id").ignore_changes
+        == []
+    )
+    identity = keep.one("random:index/randomId:RandomId", "omantel-hel1-2-cluster-id")
     assert identity.ignore_changes == ["keepers.initServer"]
     assert set(identity.inputs["keepers"]) == {"serverCaKey", "initServer"}
     # The replaced cp-1 joins through the API endpoint instead of starting a new cluster.
@@ -514,6 +517,87 @@ def test_a_protected_server_is_unprotected_first_and_replaced_the_next_up() -> N
     second = evaluate("secondary", over, live_servers=unprotected)
     assert server(second, 3).ignore_changes == []
     assert server(second, 3).delete_before_replace is True
+
+
+def unprotected(stack: str) -> list[dict[str, Any]]:
+    """A deployed region whose servers' Hetzner protection is already lifted."""
+    servers = live(stack, "v1.33.13+k3s2")
+    for entry in servers:
+        entry["deleteProtection"] = False
+    return servers
+
+
+@pytest.mark.parametrize("named", [1, 2, 3])
+def test_a_replacement_is_planned_for_exactly_the_named_server(named: int) -> None:
+    baseline = evaluate("secondary", live_servers=unprotected("secondary"))
+    over = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": f"cp-{named}"}}
+    run = evaluate("secondary", over, live_servers=unprotected("secondary"))
+    assert run.error is None, run.error
+    for n in (1, 2, 3):
+        before, now = server(baseline, n), server(run, n)
+        if n == named:
+            # A replacing input differs and is not ignored: Pulumi plans a replacement.
+            assert now.inputs["userData"] != before.inputs["userData"]
+            assert now.inputs["userData"].startswith(
+                "#cloud-config\n# sovereign replacement generation: "
+            )
+            assert now.ignore_changes == []
+            assert now.delete_before_replace is True
+        else:
+            # Byte-identical and ignored anyway: no change at all.
+            assert now.inputs["userData"] == before.inputs["userData"]
+            assert set(now.ignore_changes) == {"userData", "image", "sshKeys"}
+    generation = run.one("random:index/randomId:RandomId", "omantel-hel1-2-replacement")
+    assert generation.inputs["keepers"] == {"server": f"cp-{named}", "restoreSnapshot": ""}
+
+
+def test_the_replaced_servers_node_and_etcd_member_go_first() -> None:
+    over = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-2"}}
+    run = evaluate("secondary", over, live_servers=unprotected("secondary"))
+    removal = run.one("command:local:Command", "omantel-hel1-2-remove-cp-2")
+    env = removal.inputs["environment"]
+    assert env["SOVEREIGN_REMOVE_NODE"] == "omantel-hel1-2-cp-2"
+    # Through the API load balancer, which reaches the two live servers.
+    assert env["SOVEREIGN_API"] == f"https://{run.outputs['apiLoadBalancerIp']}:6443"
+    assert "environment" in removal.secret_inputs
+    generation = run.one("random:index/randomId:RandomId", "omantel-hel1-2-replacement")
+    assert generation.urn in removal.dependencies, "runs again only for a new request"
+    assert removal.urn in server(run, 2).dependencies
+    assert removal.urn not in server(run, 1).dependencies + server(run, 3).dependencies
+    assert [c.name for c in run.of_type("command:local:Command") if "remove" in c.name] == [
+        "omantel-hel1-2-remove-cp-2"
+    ]
+    # The `up` that only lifts Hetzner's protection removes nothing yet.
+    first = evaluate("secondary", over, live_servers=live("secondary", "v1.33.13+k3s2"))
+    assert not [c for c in first.of_type("command:local:Command") if "remove" in c.name]
+
+
+def test_node_removal_deletes_then_waits_until_the_node_is_gone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(wait_for_api, "_context", lambda *a: None)
+    calls: list[str] = []
+    answers = iter([200, 200, 404])
+
+    def delete(url: str, context: Any) -> int:
+        calls.append(f"DELETE {url}")
+        return 200
+
+    def get(url: str, context: Any) -> tuple[int, bytes]:
+        calls.append(f"GET {url}")
+        return next(answers), b""
+
+    monkeypatch.setattr(wait_for_api, "_delete", delete)
+    monkeypatch.setattr(wait_for_api, "_get", get)
+    env = _env(SOVEREIGN_REMOVE_NODE="omantel-hel1-2-cp-2", SOVEREIGN_TIMEOUT="60")
+    assert wait_for_api.remove(env, FakeClock()) == 0
+    node = "https://127.0.0.1:9/api/v1/nodes/omantel-hel1-2-cp-2"
+    assert calls == [f"DELETE {node}", f"GET {node}", f"GET {node}", f"GET {node}"]
+    assert "omantel-hel1-2-cp-2 and its etcd member are removed" in capsys.readouterr().err
+    # A node that never goes (k3s cannot remove the member) fails, bounded, with the way out.
+    monkeypatch.setattr(wait_for_api, "_get", lambda url, context: (200, b""))
+    assert wait_for_api.remove(env, FakeClock()) == 1
+    assert "kubectl delete node omantel-hel1-2-cp-2" in capsys.readouterr().err
 
 
 def test_single_server_replacement_needs_a_snapshot_to_restore() -> None:

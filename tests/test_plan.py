@@ -366,7 +366,10 @@ def test_diff_flags_a_replacement_the_server_no_longer_ignores(planned) -> None:
     )
     assert "-    version=v1.33.13+k3s2\n+    version=v1.33.14+k3s1" in markdown
     assert "| `options.ignoreChanges` |" in server
-    assert "1 replaced" in markdown
+    # The server, and the replacement generation its user_data now carries.
+    assert "(2 replaced)" in markdown
+    assert "`random:RandomId` **omantel-hel1-2-replacement** - **replacement**" in markdown
+    assert "- `command:Command` **omantel-hel1-2-remove-cp-2**" in markdown
     # The version bump itself is an in-place upgrade of every server through the Plan.
     plan_row = markdown.split("**slot-03-system-upgrade-server-plan**")[1].split("\n`")[0]
     assert (

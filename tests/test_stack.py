@@ -167,7 +167,7 @@ def test_kubeconfig_output_is_secret_and_points_at_the_region(primary: Run) -> N
 
 def test_kubernetes_provider_identity_and_secret_kubeconfig(primary: Run) -> None:
     provider = primary.one(PROVIDER)
-    identity = primary.one("random:index/randomId:RandomId")
+    identity = primary.one("random:index/randomId:RandomId", "omantel-fsn1-cluster-id")
     # The mock's RandomId hex is the crc32 of its name.
     hex_id = f"{zlib.crc32(identity.name.encode()):08x}"
     assert provider.inputs["clusterIdentifier"] == f"omantel-fsn1-{hex_id}"
