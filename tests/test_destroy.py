@@ -8,9 +8,16 @@ deleted, through its provider unless its `deletedWith` resource goes too.
 
 from __future__ import annotations
 
-from tools.mockrun import Run, SecretValue, evaluate
+from tools.mockrun import Registration, Run, SecretValue, evaluate
 
 IDENTITY = "random:index/randomId:RandomId"
+
+
+def identity_of(run: Run) -> Registration:
+    """The cluster identity (the control plane has its own RandomId for replacements)."""
+    return next(r for r in run.of_type(IDENTITY) if r.name.endswith("-cluster-id"))
+
+
 PROVIDER = "pulumi:providers:kubernetes"
 SERVER = "hcloud:index/server:Server"
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -41,7 +48,7 @@ def test_every_kubernetes_resource_is_deleted_with_the_cluster(
     assert backups.error is None, backups.error
     kinds: set[str] = set()
     for run in (primary, secondary, backups):
-        identity = run.one(IDENTITY).urn
+        identity = identity_of(run).urn
         for reg in run.registrations:
             if reg.type.startswith("kubernetes:"):
                 kinds.add(reg.type)
@@ -64,7 +71,7 @@ def test_a_destroy_deletes_the_servers_and_skips_every_kubernetes_delete(seconda
     deleted, skipped = engine_deletes(secondary, None)
     assert skipped == set(kubernetes_objects(secondary))
     assert {r.urn for r in secondary.of_type(SERVER)} <= deleted
-    assert secondary.one(IDENTITY).urn in deleted
+    assert identity_of(secondary).urn in deleted
     assert secondary.one(PROVIDER).urn in deleted
 
 
@@ -72,8 +79,8 @@ def test_a_vcluster_switched_off_is_still_uninstalled_through_the_api(primary: R
     off = evaluate("primary", {"vclusters": {"dmz": {"enabled": False}}})
     assert off.error is None, off.error
     # The cluster stays: same identity, same inputs, so the engine neither deletes nor replaces it.
-    assert off.one(IDENTITY).urn == primary.one(IDENTITY).urn
-    assert off.one(IDENTITY).inputs == primary.one(IDENTITY).inputs
+    assert identity_of(off).urn == identity_of(primary).urn
+    assert identity_of(off).inputs == identity_of(primary).inputs
     deleted, skipped = engine_deletes(primary, off)
     assert skipped == set()
     slot = primary.one("sovereign:slot:VCluster", "slot-54-dmz-vcluster").urn
