@@ -27,6 +27,7 @@ from render.cloudinit import (
     render_user_data,
 )
 from render.naming import (
+    API_PUBLIC_LABEL_KEY,
     NODE_ROLE_LABEL_KEY,
     REGION_LABEL_KEY,
     hetzner_labels,
@@ -303,6 +304,9 @@ class ControlPlane(pulumi.ComponentResource):
                     protect=options.protect,
                     ignore_changes=options.ignore_changes,
                     delete_before_replace=options.delete_before_replace,
+                    # The k3s token and CA keys: secret as an output too, and visible as such
+                    # to the policy pack (no-plain-secret-in-user-data).
+                    additional_secret_outputs=["user_data"],
                 ),
             )
             self.servers.append(server)
@@ -429,7 +433,9 @@ class ControlPlane(pulumi.ComponentResource):
             private_ip=cfg.api.private_ip,
             cfg=cfg,
             net=net,
-            labels=labels,
+            # Hetzner firewalls do not filter load balancers: this one serves the API to the
+            # internet, and says so for the policy pack (no-public-api-load-balancer).
+            labels={**labels, API_PUBLIC_LABEL_KEY: "true"},
         )
         hcloud.LoadBalancerService(
             f"{name}-api-lb-{API_PORT}",

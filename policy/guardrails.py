@@ -15,6 +15,8 @@ then reports that the policy could not run on that resource in this preview (adv
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +49,22 @@ NAMESPACE: Final = "kubernetes:core/v1:Namespace"
 SERVICE: Final = "kubernetes:core/v1:Service"
 HELM_RELEASE: Final = "kubernetes:helm.sh/v3:Release"
 HELM_CHART_V4: Final = "kubernetes:helm.sh/v4:Chart"
+LOAD_BALANCER: Final = "hcloud:index/loadBalancer:LoadBalancer"
+LB_SERVICE: Final = "hcloud:index/loadBalancerService:LoadBalancerService"
+LB_NETWORK: Final = "hcloud:index/loadBalancerNetwork:LoadBalancerNetwork"
+# Workload kinds whose pod template names container images directly.
+WORKLOADS: Final = frozenset(
+    f"kubernetes:{kind}"
+    for kind in (
+        "core/v1:Pod",
+        "apps/v1:Deployment",
+        "apps/v1:DaemonSet",
+        "apps/v1:StatefulSet",
+        "apps/v1:ReplicaSet",
+        "batch/v1:Job",
+        "batch/v1:CronJob",
+    )
+)
 
 NODE_ROLE_LABEL: Final = "catalyst.openova.io/role"
 VCLUSTER_ROLE_LABEL: Final = "catalyst.openova.io/vcluster-role"
@@ -58,6 +76,22 @@ POD_SECURITY_LEVELS: Final = LEVELS
 POD_SECURITY_VERSION: Final = VERSION_PATTERN
 
 SSH_PORT: Final = 22
+API_PORT: Final = 6443
+# Set by the program from `sovereign:api.public` on the API load balancer and the firewall: the
+# one way a resource says that a world-open Kubernetes API is meant.
+API_PUBLIC_LABEL: Final = "openova.io/api-public"
+# Stack config as the engine hands it to a policy pack process (JSON, key -> string value;
+# pulumi/pulumi sdk/go/common/resource/plugin/analyzer_plugin.go, constructEnv).
+CONFIG_ENV: Final = "PULUMI_CONFIG"
+REPLACEMENT_KEY: Final = "sovereign:replacement"
+# What marks secret material in a boot script: private keys, k3s join tokens, S3 secret keys.
+SECRET_MATERIAL: Final = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|^\s*[\"']?(?:token|agent-token|etcd-s3-secret-key)[\"']?\s*[:=]\s*\S"
+    r"|\b(?:K10|K20)[0-9a-f]{6,}::",
+    re.M,
+)
+DIGEST: Final = re.compile(r"@sha256:[0-9a-f]{64}$|^sha256:[0-9a-f]{64}$")
 # Ports of the control plane that must never be a NodePort: the API server (k3s serves it on
 # 6443 and runs the real kube-apiserver behind it on 6444) and embedded etcd.
 CONTROL_PLANE_PORTS: Final[Mapping[int, str]] = {
@@ -226,15 +260,52 @@ def world_ssh_violations(
 # --- control-plane-protected -------------------------------------------------------------------
 
 
+def replacement_server(config: Mapping[str, str]) -> str | None:
+    """`sovereign:replacement.server` of the stack config the engine passed, or None."""
+    raw = config.get(REPLACEMENT_KEY)
+    if not raw:
+        return None
+    try:
+        value: object = json.loads(raw)
+    except json.JSONDecodeError:
+        return None
+    server = _mapping(value).get("server")
+    return server if isinstance(server, str) and server else None
+
+
+def stack_config(environ: Mapping[str, str] = os.environ) -> Mapping[str, str]:
+    """The stack config in the pack's environment, {} outside an engine run."""
+    try:
+        value: object = json.loads(environ.get(CONFIG_ENV) or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return {str(k): str(v) for k, v in _mapping(value).items()}
+
+
+def _is_server(name: str, server: str) -> bool:
+    """Whether the physical name `omantel-fsn1-cp-2` is the server `cp-2` (never `cp-21`)."""
+    return name == server or name.endswith(f"-{server}")
+
+
 def control_plane_protection_violations(
-    resource_type: str, props: Mapping[str, Any], opts: PolicyResourceOptions
+    resource_type: str,
+    props: Mapping[str, Any],
+    opts: PolicyResourceOptions,
+    replacement: str | None = None,
 ) -> list[str]:
-    """Control-plane servers: Pulumi `protect`, Hetzner delete and rebuild protection, all on."""
+    """Control-plane servers: Pulumi `protect`, Hetzner delete and rebuild protection, all on;
+    except exactly the server `sovereign:replacement.server` names (`replacement`), which the
+    program unprotects to replace it (docs/day2.md, "Replacing servers")."""
     if resource_type != SERVER:
         return []
     if _mapping(props.get("labels")).get(NODE_ROLE_LABEL) != "control-plane":
         return []
-    server = f"control-plane server {_label(props, 'name')!r} ({NODE_ROLE_LABEL}=control-plane)"
+    name = _label(props, "name")
+    if replacement is not None and _is_server(name, replacement):
+        return []
+    server = f"control-plane server {name!r} ({NODE_ROLE_LABEL}=control-plane)"
+    if replacement is not None:
+        server += f" is not sovereign:replacement.server ({replacement!r}) and"
     violations: list[str] = []
     if opts.protect is not True:
         violations.append(
@@ -495,20 +566,200 @@ def _judge_namespace(
     )
 
 
+# --- no-world-api -------------------------------------------------------------------------------
+
+
+def _api_public(props: Mapping[str, Any]) -> bool:
+    return _mapping(props.get("labels")).get(API_PUBLIC_LABEL) == "true"
+
+
+def world_api_violations(
+    resource_type: str, props: Mapping[str, Any], opts: PolicyResourceOptions
+) -> list[str]:
+    """Firewall rules opening TCP 6443 to the whole internet, unless labelled api-public."""
+    del opts
+    if resource_type != FIREWALL or _api_public(props):
+        return []
+    firewall = _label(props, "name")
+    violations: list[str] = []
+    for index, raw in enumerate(_items(props.get("rules"))):
+        rule = _mapping(raw)
+        if str(rule.get("direction", "")).strip().lower() != "in":
+            continue
+        if str(rule.get("protocol", "")).strip().lower() != "tcp":
+            continue
+        ports = _port_range(rule.get("port"))
+        if ports is None or not ports[0] <= API_PORT <= ports[1]:
+            continue
+        sources = [str(s) for s in _items(rule.get("sourceIps"))]
+        world = world_cidrs(sources)
+        if world:
+            violations.append(
+                f"Hetzner firewall {firewall!r}, rule {index} ({_label(rule, 'description')}): "
+                f"inbound TCP port {rule.get('port')!r} includes the Kubernetes API (6443) and "
+                f"its sourceIps {sources} cover {' and '.join(world)}, the whole internet, "
+                f"but the firewall does not carry {API_PUBLIC_LABEL}=true. List the deployer's "
+                f"and operators' addresses (sovereign:access.apiAllowedCidrs), or set "
+                f"sovereign:api.public: true if a public API is meant."
+            )
+    return violations
+
+
+def public_api_load_balancer_findings(resources: Sequence[PolicyResource]) -> list[Finding]:
+    """Load balancers serving 6443 on their public interface without api-public=true.
+
+    Hetzner Cloud Firewalls do not apply to load balancers, so a public interface with a 6443
+    service is the API open to the whole internet. A service or network attachment belongs to
+    the load balancer it depends on (its `loadBalancerId`).
+    """
+    findings: list[Finding] = []
+    for lb in resources:
+        if lb.resource_type != LOAD_BALANCER or _api_public(lb.props):
+            continue
+
+        def of_lb(r: PolicyResource, lb: PolicyResource = lb) -> bool:
+            return any(d.urn == lb.urn for d in r.dependencies)
+
+        api = [
+            r
+            for r in resources
+            if r.resource_type == LB_SERVICE
+            and of_lb(r)
+            and API_PORT
+            in (_as_int(r.props.get("listenPort")), _as_int(r.props.get("destinationPort")))
+        ]
+        if not api:
+            continue
+        networks = [r for r in resources if r.resource_type == LB_NETWORK and of_lb(r)]
+        # Hetzner's default: a load balancer keeps its public interface unless it is disabled
+        # on its network attachment.
+        if networks and all(n.props.get("enablePublicInterface") is False for n in networks):
+            continue
+        findings.append(
+            Finding(
+                f"Hetzner load balancer {_label(lb.props, 'name')!r} serves the Kubernetes API "
+                f"(6443) on its public interface, which no Cloud Firewall filters, but does not "
+                f"carry {API_PUBLIC_LABEL}=true. Disable its public interface "
+                f"(enablePublicInterface: false on its network attachment; "
+                f"sovereign:api.public: false), or set sovereign:api.public: true if a public "
+                f"API is meant.",
+                lb.urn,
+            )
+        )
+    return findings
+
+
+# --- no-plain-secret-in-user-data ----------------------------------------------------------------
+
+
+def user_data_secret_violations(
+    resource_type: str, props: Mapping[str, Any], opts: PolicyResourceOptions
+) -> list[str]:
+    """A server whose user_data holds secret material must keep it secret.
+
+    pulumi_policy hands a policy the plain values, whether or not an input was secret, so the
+    pack judges what it can see: the server must list `userData` among its additional secret
+    outputs. The program also passes user_data as a secret input (tests/test_secrets.py).
+    """
+    if resource_type != SERVER:
+        return []
+    try:
+        user_data = props.get("userData")
+    except UnknownValueError:
+        return []
+    if not isinstance(user_data, str) or not SECRET_MATERIAL.search(user_data):
+        return []
+    if "userData" in (opts.additional_secret_outputs or []):
+        return []
+    return [
+        f"Hetzner server {_label(props, 'name')!r}: its user_data holds secret material (a "
+        f"private key, a k3s token or an S3 secret key) and is not kept secret: `userData` is "
+        f"not in the server's additional secret outputs, so state and previews can show it. "
+        f"Pass the user_data as `pulumi.Output.secret(...)` and "
+        f'`additional_secret_outputs=["user_data"]`.'
+    ]
+
+
+# --- image-pinned-by-digest (advisory) ----------------------------------------------------------
+
+
+def _image_refs(value: object, path: str) -> list[tuple[str, str]]:
+    """(path, image) for every image a values tree names: `image: repo:tag` strings and
+    `{registry, repository, tag, digest}` mappings."""
+    found: list[tuple[str, str]] = []
+    mapping = _mapping(value)
+    if mapping:
+        repository = mapping.get("repository")
+        if isinstance(repository, str) and repository and ("tag" in mapping or "digest" in mapping):
+            digest = mapping.get("digest")
+            ref = "/".join(str(p) for p in (mapping.get("registry"), repository) if p)
+            ref += f":{mapping.get('tag')}" if mapping.get("tag") else ""
+            if isinstance(digest, str) and digest:
+                ref += f"@{digest}"
+            found.append((path, ref))
+        for key, item in mapping.items():
+            if key == "image" and isinstance(item, str):
+                found.append((f"{path}.{key}".lstrip("."), item))
+            else:
+                found += _image_refs(item, f"{path}.{key}".lstrip("."))
+        return found
+    for index, item in enumerate(_items(value)):
+        found += _image_refs(item, f"{path}[{index}]")
+    return found
+
+
+def image_digest_violations(
+    resource_type: str, props: Mapping[str, Any], opts: PolicyResourceOptions
+) -> list[str]:
+    """Images a release's values or a workload name without a digest (advisory)."""
+    del opts
+    if resource_type in (HELM_RELEASE, HELM_CHART_V4):
+        where = f"Helm release {_label(props, 'name')!r} values"
+        refs = _image_refs(_plain(props.get("values")), "")
+    elif resource_type in WORKLOADS:
+        where = f"{resource_type.split(':')[-1]} {_label(props, 'metadata', 'name')!r}"
+        refs = _image_refs(_plain(props.get("spec")), "spec")
+    else:
+        return []
+    return [
+        f"{where}: {path} names image {image!r} without a digest: a re-pushed tag changes what "
+        f"runs. Pin it as `<image>:<tag>@sha256:<digest>` (keep the tag for people)."
+        for path, image in refs
+        if not DIGEST.search(image)
+    ]
+
+
 # --- pulumi_policy wiring ----------------------------------------------------------------------
 
 
-def _resource_policy(name: str, description: str, check: ResourceCheck) -> Policy:
+def _resource_policy(
+    name: str,
+    description: str,
+    check: ResourceCheck,
+    level: EnforcementLevel = EnforcementLevel.MANDATORY,
+) -> Policy:
     def validate(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
         for message in check(args.resource_type, args.props, args.opts):
             report_violation(message, None)
 
     return ResourceValidationPolicy(
-        name=name,
-        description=description,
-        validate=validate,
-        enforcement_level=EnforcementLevel.MANDATORY,
+        name=name, description=description, validate=validate, enforcement_level=level
     )
+
+
+def _protection_for_this_stack(
+    resource_type: str, props: Mapping[str, Any], opts: PolicyResourceOptions
+) -> list[str]:
+    # Read at each validation: the engine sets the stack's config in the pack's environment.
+    replacement = replacement_server(stack_config())
+    return control_plane_protection_violations(resource_type, props, opts, replacement)
+
+
+def _validate_public_api_load_balancers(
+    args: StackValidationArgs, report_violation: ReportViolation
+) -> None:
+    for finding in public_api_load_balancer_findings(args.resources):
+        report_violation(finding.message, finding.urn)
 
 
 def _validate_vcluster_namespaces(
@@ -519,7 +770,7 @@ def _validate_vcluster_namespaces(
 
 
 def policies() -> list[Policy]:
-    """The pack's policies, every one MANDATORY."""
+    """The pack's policies: MANDATORY, except the advisory image digests."""
     return [
         StackValidationPolicy(
             name="vcluster-namespace-pod-security",
@@ -537,8 +788,36 @@ def policies() -> list[Policy]:
         ),
         _resource_policy(
             "control-plane-protected",
-            "Control-plane servers need Pulumi protect and Hetzner delete/rebuild protection.",
-            control_plane_protection_violations,
+            "Control-plane servers need Pulumi protect and Hetzner delete/rebuild protection, "
+            "except the one server sovereign:replacement.server names.",
+            _protection_for_this_stack,
+        ),
+        _resource_policy(
+            "no-world-api",
+            "Hetzner firewalls may not open TCP 6443 to the whole internet unless labelled "
+            f"{API_PUBLIC_LABEL}=true.",
+            world_api_violations,
+        ),
+        StackValidationPolicy(
+            name="no-public-api-load-balancer",
+            description=(
+                "A load balancer may not serve 6443 on its public interface unless labelled "
+                f"{API_PUBLIC_LABEL}=true."
+            ),
+            validate=_validate_public_api_load_balancers,
+            enforcement_level=EnforcementLevel.MANDATORY,
+        ),
+        _resource_policy(
+            "no-plain-secret-in-user-data",
+            "A server whose user_data holds secret material keeps it secret.",
+            user_data_secret_violations,
+        ),
+        _resource_policy(
+            "image-pinned-by-digest",
+            "Images named in release values and workloads carry a digest (advisory while the "
+            "pins have gaps).",
+            image_digest_violations,
+            EnforcementLevel.ADVISORY,
         ),
         _resource_policy(
             "no-nodeport-control-plane",

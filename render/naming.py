@@ -11,6 +11,9 @@ from config.models import StackConfig
 # upstream once selected on the bare region key and every vCluster pod stayed Pending.
 REGION_LABEL_KEY: Final = "openova.io/region"
 NODE_ROLE_LABEL_KEY: Final = "catalyst.openova.io/role"
+# "true" on what serves the Kubernetes API to the whole internet on purpose (the policy pack
+# refuses a world-open 6443 without it).
+API_PUBLIC_LABEL_KEY: Final = "openova.io/api-public"
 
 
 def prefix(cfg: StackConfig) -> str:

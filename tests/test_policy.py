@@ -10,9 +10,11 @@ raises on values unknown during preview; options are real `PolicyResourceOptions
 from __future__ import annotations
 
 import dataclasses
+import json
 import runpy
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pulumi_policy
@@ -50,7 +52,13 @@ EXPECTED_POLICIES = {
     "control-plane-protected": ResourceValidationPolicy,
     "no-nodeport-control-plane": ResourceValidationPolicy,
     "helm-chart-version-pinned": ResourceValidationPolicy,
+    "no-world-api": ResourceValidationPolicy,
+    "no-public-api-load-balancer": StackValidationPolicy,
+    "no-plain-secret-in-user-data": ResourceValidationPolicy,
+    "image-pinned-by-digest": ResourceValidationPolicy,
 }
+# Advisory while the digest pins have gaps (issue 16 §6); every other policy blocks.
+ADVISORY = {"image-pinned-by-digest"}
 
 
 # --- the engine's view -------------------------------------------------------------------------
@@ -63,14 +71,16 @@ def engine_props(props: Mapping[str, Any]) -> Mapping[str, Any]:
     return unknown_checking_proxy(deserialize_properties(json_format.MessageToDict(struct)))
 
 
-def options(*, protect: bool = False) -> PolicyResourceOptions:
+def options(
+    *, protect: bool = False, secret_outputs: list[str] | None = None
+) -> PolicyResourceOptions:
     return PolicyResourceOptions(
         protect=protect,
         ignore_changes=[],
         delete_before_replace=None,
         aliases=[],
         custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
-        additional_secret_outputs=[],
+        additional_secret_outputs=secret_outputs or [],
     )
 
 
@@ -87,15 +97,19 @@ def policy_named(name: str) -> pulumi_policy.Policy:
 
 
 def violations(
-    name: str, type_: str, props: Mapping[str, Any], *, protect: bool = False
+    name: str,
+    type_: str,
+    props: Mapping[str, Any],
+    *,
+    protect: bool = False,
+    secret_outputs: list[str] | None = None,
 ) -> list[str]:
     """Run one resource policy through its pulumi_policy `validate`, as the analyzer does."""
     policy = policy_named(name)
     assert isinstance(policy, ResourceValidationPolicy)
     reported: list[str] = []
-    args = ResourceValidationArgs(
-        type_, engine_props(props), urn(type_, "r"), "r", options(protect=protect), None
-    )
+    opts = options(protect=protect, secret_outputs=secret_outputs)
+    args = ResourceValidationArgs(type_, engine_props(props), urn(type_, "r"), "r", opts, None)
     assert policy.validate(args, lambda message, _urn=None: reported.append(message)) is None
     return reported
 
@@ -108,7 +122,8 @@ def test_every_policy_is_mandatory_and_of_its_kind() -> None:
     assert set(found) == set(EXPECTED_POLICIES)
     for name, kind in EXPECTED_POLICIES.items():
         assert isinstance(found[name], kind), name
-        assert found[name].enforcement_level is EnforcementLevel.MANDATORY, name
+        level = EnforcementLevel.ADVISORY if name in ADVISORY else EnforcementLevel.MANDATORY
+        assert found[name].enforcement_level is level, name
 
 
 def test_the_cli_entry_point_serves_the_pack(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -121,7 +136,9 @@ def test_the_cli_entry_point_serves_the_pack(monkeypatch: pytest.MonkeyPatch) ->
     assert pack["name"] == "sovereign-guardrails"
     assert pack["enforcement_level"] is EnforcementLevel.MANDATORY
     assert {p.name for p in pack["policies"]} == set(EXPECTED_POLICIES)
-    assert all(p.enforcement_level is EnforcementLevel.MANDATORY for p in pack["policies"])
+    assert {
+        p.name for p in pack["policies"] if p.enforcement_level is not EnforcementLevel.MANDATORY
+    } == ADVISORY
 
 
 def test_pack_files_pin_the_sdk_and_use_a_virtualenv() -> None:
@@ -641,36 +658,69 @@ def test_the_stack_policy_reports_each_finding_on_its_namespace(
 # --- the committed stacks pass the pack --------------------------------------------------------
 
 
-def policy_resource(reg: Registration) -> PolicyResource:
-    prov = None
-    if reg.provider:
-        prov_urn = reg.provider.rsplit("::", 1)[0]
-        prov = PolicyProviderResource(
-            prov_urn.split("::")[2], {}, prov_urn, prov_urn.rsplit("::", 1)[-1]
+def policy_resources(run: Run) -> list[PolicyResource]:
+    """The stack as AnalyzeStack hands it over: options, providers and dependencies."""
+    by_urn: dict[str, PolicyResource] = {}
+    for reg in run.registrations:
+        prov = None
+        if reg.provider:
+            prov_urn = reg.provider.rsplit("::", 1)[0]
+            prov = PolicyProviderResource(
+                prov_urn.split("::")[2], {}, prov_urn, prov_urn.rsplit("::", 1)[-1]
+            )
+        by_urn[reg.urn] = PolicyResource(
+            reg.type,
+            engine_props(reg.inputs),
+            reg.urn,
+            reg.name,
+            options(protect=reg.protect, secret_outputs=list(reg.additional_secret_outputs)),
+            prov,
+            None,
+            [by_urn[d] for d in reg.dependencies if d in by_urn],
+            {},
         )
+    return list(by_urn.values())
+
+
+def policy_resource(reg: Registration) -> PolicyResource:
     return PolicyResource(
         reg.type,
         engine_props(reg.inputs),
         reg.urn,
         reg.name,
-        options(protect=reg.protect),
-        prov,
+        options(protect=reg.protect, secret_outputs=list(reg.additional_secret_outputs)),
+        None,
         None,
         [],
         {},
     )
 
 
-def resource_violations(run: Run) -> dict[str, list[str]]:
+def resource_violations(run: Run, *, advisory: bool = False) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for policy in guardrails.policies():
         if not isinstance(policy, ResourceValidationPolicy):
             continue
-        for reg in run.registrations:
-            res = policy_resource(reg)
+        if (policy.enforcement_level is EnforcementLevel.ADVISORY) != advisory:
+            continue
+        for res in policy_resources(run):
             args = ResourceValidationArgs(
                 res.resource_type, res.props, res.urn, res.name, res.opts, res.provider
             )
+            policy.validate(
+                args,
+                lambda message, _urn=None, name=policy.name: found.setdefault(name, []).append(
+                    message
+                ),
+            )
+    return found
+
+
+def stack_violations(run: Run) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for policy in guardrails.policies():
+        if isinstance(policy, StackValidationPolicy):
+            args = StackValidationArgs(policy_resources(run), {})
             policy.validate(
                 args,
                 lambda message, _urn=None, name=policy.name: found.setdefault(name, []).append(
@@ -686,8 +736,7 @@ def test_the_committed_stacks_pass_every_policy(stack: str, request: pytest.Fixt
     for type_ in (FIREWALL, SERVER, NAMESPACE, RELEASE):
         assert run.of_type(type_), type_
     assert resource_violations(run) == {}
-    resources = [policy_resource(reg) for reg in run.registrations]
-    assert guardrails.vcluster_namespace_findings(resources, guardrails.pod_security_refusal) == []
+    assert stack_violations(run) == {}
 
 
 def test_turning_off_control_plane_protection_in_config_is_caught_by_the_pack() -> None:
@@ -724,3 +773,288 @@ def test_the_mgmt_incident_is_caught_by_the_pack() -> None:
     assert "vCluster release 'mgmt-vcluster' would never start" in finding.message
     assert finding.urn is not None
     assert finding.urn.endswith("-ns")
+
+
+# --- control-plane-protected: the one server being replaced -----------------------------------
+
+
+def replacing(server_name: str) -> dict[str, str]:
+    """The engine's PULUMI_CONFIG for a stack replacing `server_name` (object values as JSON)."""
+    return {
+        "PULUMI_CONFIG": json.dumps({"sovereign:replacement": json.dumps({"server": server_name})})
+    }
+
+
+def test_exactly_the_server_named_in_replacement_may_be_unprotected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unprotected = server(
+        name="omantel-hel1-2-cp-2", deleteProtection=False, rebuildProtection=False
+    )
+    monkeypatch.setenv("PULUMI_CONFIG", replacing("cp-2")["PULUMI_CONFIG"])
+    assert violations("control-plane-protected", SERVER, unprotected) == []
+    # cp-1 is not the named server, nor is cp-21 (a suffix of another name)
+    for other in ("omantel-hel1-2-cp-1", "omantel-hel1-2-cp-21"):
+        found = violations("control-plane-protected", SERVER, {**unprotected, "name": other})
+        assert len(found) == 3
+        assert "is not sovereign:replacement.server ('cp-2')" in found[0]
+    monkeypatch.delenv("PULUMI_CONFIG")
+    assert len(violations("control-plane-protected", SERVER, unprotected)) == 3
+
+
+def test_a_replacement_run_passes_the_pack_with_its_stack_config_and_only_then(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = evaluate(
+        "secondary", {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-2"}}
+    )
+    assert run.error is None, run.error
+    monkeypatch.delenv("PULUMI_CONFIG", raising=False)
+    found = resource_violations(run)
+    assert set(found) == {"control-plane-protected"}
+    assert all("omantel-hel1-2-cp-2" in message for message in found["control-plane-protected"])
+    monkeypatch.setenv("PULUMI_CONFIG", replacing("cp-2")["PULUMI_CONFIG"])
+    assert resource_violations(run) == {}
+
+
+def test_replacement_server_reads_the_engine_config_and_ignores_garbage() -> None:
+    assert guardrails.replacement_server(guardrails.stack_config(replacing("cp-3"))) == "cp-3"
+    assert guardrails.replacement_server({"sovereign:replacement": "{}"}) is None
+    assert guardrails.replacement_server({"sovereign:replacement": "not json"}) is None
+    assert guardrails.stack_config({"PULUMI_CONFIG": "]"}) == {}
+
+
+# --- no-world-api and no-public-api-load-balancer ---------------------------------------------
+
+
+def api_rule(sources: list[str], port: str = "6443") -> dict[str, Any]:
+    return rule(port=port, sources=sources, description="kubernetes-api")
+
+
+def test_a_world_open_api_is_refused_unless_the_firewall_says_it_is_public() -> None:
+    world = firewall(api_rule(["0.0.0.0/0", "::/0"]))
+    (message,) = violations("no-world-api", FIREWALL, world)
+    assert "includes the Kubernetes API (6443)" in message
+    assert "openova.io/api-public=true" in message
+    public = {**world, "labels": {guardrails.API_PUBLIC_LABEL: "true"}}
+    assert violations("no-world-api", FIREWALL, public) == []
+    marked_false = {**world, "labels": {guardrails.API_PUBLIC_LABEL: "false"}}
+    assert len(violations("no-world-api", FIREWALL, marked_false)) == 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        api_rule(["203.0.113.10/32"]),
+        api_rule(["0.0.0.0/0"], port="443"),
+        rule(port="6443", sources=["0.0.0.0/0"], direction="out"),
+    ],
+)
+def test_an_api_open_to_listed_sources_or_other_world_ports_pass(other: dict[str, Any]) -> None:
+    assert violations("no-world-api", FIREWALL, firewall(other)) == []
+
+
+def test_a_range_or_any_port_that_covers_6443_counts() -> None:
+    assert violations("no-world-api", FIREWALL, firewall(api_rule(["0.0.0.0/0"], port="any")))
+    assert violations("no-world-api", FIREWALL, firewall(api_rule(["::/0"], port="6000-7000")))
+
+
+def test_opening_the_api_to_the_world_in_config_is_caught_by_the_pack() -> None:
+    run = evaluate("primary", {"access": {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}})
+    assert run.error is None, run.error
+    assert set(resource_violations(run)) == {"no-world-api"}
+
+
+LB_URN = urn(guardrails.LOAD_BALANCER, "api-lb")
+
+
+def lb_stack(
+    *, labels: Mapping[str, str] | None = None, public: bool | None = None, port: int = 6443
+) -> list[PolicyResource]:
+    """An API load balancer, its service and its network attachment, linked as AnalyzeStack
+    links them: the service and the attachment depend on the load balancer."""
+
+    def make(
+        type_: str, name: str, props: Mapping[str, Any], deps: list[PolicyResource]
+    ) -> PolicyResource:
+        return PolicyResource(
+            type_, engine_props(props), urn(type_, name), name, options(), None, None, deps, {}
+        )
+
+    lb = make(
+        guardrails.LOAD_BALANCER,
+        "api-lb",
+        {"name": "omantel-hel1-2-api", "labels": dict(labels or {})},
+        [],
+    )
+    service_props = {"listenPort": port, "destinationPort": port, "protocol": "tcp"}
+    network_props: dict[str, Any] = {"ip": "10.0.0.250"}
+    if public is not None:
+        network_props["enablePublicInterface"] = public
+    return [
+        lb,
+        make(guardrails.LB_SERVICE, "api-lb-svc", service_props, [lb]),
+        make(guardrails.LB_NETWORK, "api-lb-net", network_props, [lb]),
+    ]
+
+
+def test_a_load_balancer_serving_the_api_publicly_needs_the_public_label() -> None:
+    (finding,) = guardrails.public_api_load_balancer_findings(lb_stack())
+    assert "omantel-hel1-2-api" in finding.message
+    assert "no Cloud Firewall filters" in finding.message
+    assert finding.urn == LB_URN
+    assert len(guardrails.public_api_load_balancer_findings(lb_stack(public=True))) == 1
+
+
+@pytest.mark.parametrize(
+    "stack",
+    [
+        {"labels": {guardrails.API_PUBLIC_LABEL: "true"}},
+        {"public": False},
+        {"port": 443},
+    ],
+)
+def test_a_labelled_private_or_non_api_load_balancer_passes(stack: dict[str, Any]) -> None:
+    assert guardrails.public_api_load_balancer_findings(lb_stack(**stack)) == []
+
+
+def test_the_stack_policy_reports_the_public_api_load_balancer() -> None:
+    policy = policy_named("no-public-api-load-balancer")
+    assert isinstance(policy, StackValidationPolicy)
+    reported: list[tuple[str, str | None]] = []
+    args = StackValidationArgs(lb_stack(), {})
+    policy.validate(args, lambda message, urn_=None: reported.append((message, urn_)))
+    assert [u for _, u in reported] == [LB_URN]
+
+
+def test_the_committed_api_load_balancer_is_labelled_public_and_caught_without_it() -> None:
+    run = evaluate("secondary")
+    assert run.error is None, run.error
+    (lb,) = run.of_type(guardrails.LOAD_BALANCER)[:1]
+    assert lb.inputs["labels"][guardrails.API_PUBLIC_LABEL] == "true"
+    for reg in run.registrations:
+        if reg.type == guardrails.LOAD_BALANCER:
+            del reg.inputs["labels"][guardrails.API_PUBLIC_LABEL]
+    assert set(stack_violations(run)) == {"no-public-api-load-balancer"}
+
+
+# --- no-plain-secret-in-user-data --------------------------------------------------------------
+
+BOOT_WITH_TOKEN = "#cloud-config\nwrite_files:\n  - path: /etc/rancher/k3s/config.yaml\n    content: |\n      token: abcdef0123456789\n"
+BOOT_WITH_KEY = "#cloud-config\nwrite_files:\n  - content: |\n      -----BEGIN EC PRIVATE KEY-----\n      MHc...\n"
+
+
+@pytest.mark.parametrize("user_data", [BOOT_WITH_TOKEN, BOOT_WITH_KEY])
+def test_user_data_with_secret_material_must_be_kept_secret(user_data: str) -> None:
+    props = server(userData=user_data)
+    (message,) = violations("no-plain-secret-in-user-data", SERVER, props)
+    assert "its user_data holds secret material" in message
+    assert (
+        violations("no-plain-secret-in-user-data", SERVER, props, secret_outputs=["userData"]) == []
+    )
+
+
+def test_user_data_without_secret_material_passes() -> None:
+    props = server(userData="#cloud-config\npackages: [curl]\n")
+    assert violations("no-plain-secret-in-user-data", SERVER, props) == []
+
+
+def test_the_committed_servers_keep_user_data_secret_and_are_caught_without_it() -> None:
+    run = evaluate("primary")
+    assert run.error is None, run.error
+    (cp1,) = run.of_type(SERVER)[:1]
+    assert "userData" in cp1.additional_secret_outputs
+    assert "userData" in cp1.secret_inputs
+    for reg in run.of_type(SERVER):
+        reg.additional_secret_outputs.clear()
+    assert set(resource_violations(run)) == {"no-plain-secret-in-user-data"}
+
+
+# --- image-pinned-by-digest (advisory) ---------------------------------------------------------
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"image": {"registry": "ghcr.io", "repository": "loft-sh/vcluster-oss", "tag": "0.20.0"}},
+        {"controller": {"image": "quay.io/jetstack/cert-manager-controller:v1.17.2"}},
+    ],
+)
+def test_an_image_without_a_digest_is_reported(values: dict[str, Any]) -> None:
+    (message,) = violations(
+        "image-pinned-by-digest", RELEASE, release("vcluster", values, name="dmz")
+    )
+    assert "without a digest" in message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"image": {"repository": "loft-sh/vcluster-oss", "tag": "0.20.0", "digest": DIGEST}},
+        {"controller": {"image": f"quay.io/jetstack/cert-manager-controller:v1.17.2@{DIGEST}"}},
+        {"replicas": 2},
+    ],
+)
+def test_an_image_pinned_by_digest_passes(values: dict[str, Any]) -> None:
+    assert violations("image-pinned-by-digest", RELEASE, release("vcluster", values)) == []
+
+
+def test_workload_containers_are_judged_too() -> None:
+    deployment = {
+        "metadata": {"name": "web"},
+        "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "nginx:1.27"}]}}},
+    }
+    (message,) = violations("image-pinned-by-digest", "kubernetes:apps/v1:Deployment", deployment)
+    assert "'nginx:1.27'" in message
+
+
+def test_the_committed_stacks_get_image_advice_without_being_refused() -> None:
+    run = evaluate("primary")
+    assert run.error is None, run.error
+    advice = resource_violations(run, advisory=True)
+    assert set(advice) == {"image-pinned-by-digest"}
+    assert any("loft-sh/vcluster-oss" in message for message in advice["image-pinned-by-digest"])
+
+
+# --- the pack runs on up and preview (issue 16 §6) ---------------------------------------------
+
+
+class RecordingStack:
+    """Stands in for pulumi.automation.Stack: records each operation's keyword arguments."""
+
+    def __init__(self) -> None:
+        self.calls: dict[str, dict[str, Any]] = {}
+
+    def up(self, **kwargs: Any) -> Any:
+        self.calls["up"] = kwargs
+        return SimpleNamespace(summary=SimpleNamespace(resource_changes={"same": 1}))
+
+    def preview(self, **kwargs: Any) -> Any:
+        self.calls["preview"] = kwargs
+        return SimpleNamespace(change_summary={"same": 1})
+
+
+def test_fleet_up_and_preview_run_the_policy_pack() -> None:
+    from tools.fleet import POLICY_PACK, AutomationStack
+
+    recorded = RecordingStack()
+    stack = AutomationStack(recorded)
+    stack.up(lambda _line: None)
+    stack.preview(lambda _line: None)
+    assert recorded.calls["up"]["policy_packs"] == [str(POLICY_PACK)]
+    assert recorded.calls["preview"]["policy_packs"] == [str(POLICY_PACK)]
+    assert POLICY_PACK == ROOT / "policy"
+    assert (POLICY_PACK / "PulumiPolicy.yaml").is_file()
+
+
+def test_the_single_stack_cli_and_the_ci_paths_run_the_policy_pack() -> None:
+    script = (ROOT / "sovereign").read_text()
+    assert 'exec pulumi "$cmd" --stack "$stack" --policy-pack policy "$@"' in script
+    # up-stack.yml deploys through the fleet, whose `up` carries the pack (test above)
+    up_stack = (ROOT / ".github" / "workflows" / "up-stack.yml").read_text()
+    assert './sovereign up --stacks "$STACK"' in up_stack
+    from tools.ci_preview import PREVIEW_FLAGS
+
+    assert PREVIEW_FLAGS[PREVIEW_FLAGS.index("--policy-pack") + 1] == "policy"

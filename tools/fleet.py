@@ -164,21 +164,35 @@ def _counts(raw: Mapping[Any, Any] | None) -> dict[str, int]:
     return {str(getattr(op, "value", op)): int(n) for op, n in (raw or {}).items()}
 
 
+# The sovereign-guardrails pack (policy/) runs in every fleet `up` and `preview`, as in
+# `./sovereign up|preview <stack>` and the PR's live preview: a violation fails the stack.
+POLICY_PACK: Final = ROOT / "policy"
+
+
 class AutomationStack:
     """One stack through `pulumi.automation.Stack`."""
 
-    def __init__(self, stack: Any) -> None:
+    def __init__(self, stack: Any, policy_packs: Sequence[Path] = (POLICY_PACK,)) -> None:
         self._stack = stack
+        self._policy_packs = [str(pack) for pack in policy_packs]
 
     def up(self, on_output: OnOutput) -> Outcome:
         result = self._stack.up(
-            on_output=on_output, on_error=on_output, color="never", message="sovereign fleet up"
+            on_output=on_output,
+            on_error=on_output,
+            color="never",
+            message="sovereign fleet up",
+            policy_packs=self._policy_packs,
         )
         return Outcome(_counts(result.summary.resource_changes))
 
     def preview(self, on_output: OnOutput) -> Outcome:
         result = self._stack.preview(
-            on_output=on_output, on_error=on_output, color="never", diff=True
+            on_output=on_output,
+            on_error=on_output,
+            color="never",
+            diff=True,
+            policy_packs=self._policy_packs,
         )
         return Outcome(_counts(result.change_summary))
 
@@ -316,7 +330,7 @@ class AutomationWorkspace:
                 found = auto.select_stack(stack_name=name, work_dir=str(self._work_dir), opts=opts)
             except auto.StackNotFoundError:
                 raise StackMissingError(name) from None
-        return AutomationStack(found)
+        return AutomationStack(found, (self._work_dir / "policy",))
 
     def interrupt(self, *, again: bool) -> None:
         # The CLI's own Ctrl-C contract: the first cancels cleanly (in-flight resource
