@@ -9,10 +9,13 @@ in `./sovereign plan` and the tests; the preflight inside `pulumi up` runs the m
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, cast
 
 from checks.kubernetes_schema import UnknownKindError, schema_errors
@@ -22,8 +25,9 @@ from config.models import StackConfig, VClusterName
 from render.cloudinit import WORST_CASE_IPV4, api_endpoint, k3s_server_config
 from render.helm import RenderedObject, render_chart
 from render.manifests import image_uses, is_pinned, pod_templates, registry_of
+from render.pins import UPSTREAM_DIR, verified
 from render.pod_security import evaluate, refusal_message
-from render.releases import ReleaseSpec, releases
+from render.releases import ReleaseSpec, all_releases, manifest_objects
 from render.vcluster import coredns_pods
 
 # Labels the kubelet puts on every node by itself, beside the k3s `node-label` flags.
@@ -45,13 +49,18 @@ class RenderedRelease:
 
 
 def render_releases(cfg: StackConfig) -> list[RenderedRelease]:
-    """Every release of the stack rendered from its vendored chart (cached per chart+values)."""
+    """Every release of the stack rendered from its vendored chart (cached per chart+values),
+    and every manifest set read from its vendored files; each file's sha256 verified first."""
     return [
         RenderedRelease(
             spec,
-            render_chart(spec.chart.package, spec.values, name=spec.name, namespace=spec.namespace),
+            manifest_objects(spec)
+            if spec.source == "manifests"
+            else render_chart(
+                verified(spec.chart.package), spec.values, name=spec.name, namespace=spec.namespace
+            ),
         )
-        for spec in releases(cfg)
+        for spec in all_releases(cfg)
     ]
 
 
@@ -404,8 +413,9 @@ def gateway_errors(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
     return errors
 
 
-# Custom resources the program declares whose CRD is not among the rendered charts, each checked
-# on the fields its CRD defines.
+# Custom resources the program declares, each also checked on the fields its CRD defines: a
+# CRD's schema does not refuse unknown fields (the API server prunes them silently), and some of
+# these rules (one of version and channel) are the controller's, not the schema's.
 STRUCTURAL_CHECKS: Final[
     Mapping[tuple[str, str], Callable[[Mapping[str, Any]], list[tuple[str, str]]]]
 ] = {
@@ -415,9 +425,26 @@ STRUCTURAL_CHECKS: Final[
 }
 
 
+# Cilium registers its policy CRDs from the operator (the chart ships none) and the cilium/cilium
+# repository could not be vendored: the JSON schema kubeconform users validate
+# CiliumClusterwideNetworkPolicy with (datreeio CRDs-catalog, converted from Cilium 1.18.2) stands
+# in for it, checked beside the structural rules above (render/upstream/SOURCES.md).
+POLICY_SCHEMAS: Final[Mapping[tuple[str, str], Path]] = {
+    CCNP: UPSTREAM_DIR / "datreeio-crds-catalog/cilium.io/ciliumclusterwidenetworkpolicy_v2.json",
+}
+
+
+@functools.cache
+def _policy_schema(path: Path) -> Mapping[str, Any]:
+    return cast("Mapping[str, Any]", json.loads(verified(path).read_text()))
+
+
 def crd_schemas(rendered: Sequence[RenderedRelease]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    """openAPIV3Schema of every CRD the charts install, by (apiVersion, kind)."""
-    found: dict[tuple[str, str], Mapping[str, Any]] = {}
+    """openAPIV3Schema of every CRD the charts and manifest sets install, by (apiVersion, kind),
+    and the Cilium policy schemas."""
+    found: dict[tuple[str, str], Mapping[str, Any]] = {
+        key: _policy_schema(path) for key, path in POLICY_SCHEMAS.items()
+    }
     for release in rendered:
         for obj in release.objects:
             if obj.kind != "CustomResourceDefinition":
@@ -433,24 +460,32 @@ def crd_schemas(rendered: Sequence[RenderedRelease]) -> dict[tuple[str, str], Ma
 def object_errors(
     obj: Mapping[str, Any], k8s_version: str, crds: Mapping[tuple[str, str], Mapping[str, Any]]
 ) -> list[tuple[str, str]]:
-    """Strict built-in schema, else the CRD's schema from the charts, else a known CR check."""
+    """Strict built-in schema; for a custom resource its CRD's schema (from the charts and
+    manifest sets that install it) and the structural check where one exists, both."""
     key = (str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
     try:
         return schema_errors(obj, k8s_version)
     except UnknownKindError:
         pass
-    if key in crds:
+    schema = crds.get(key)
+    structural = STRUCTURAL_CHECKS.get(key)
+    if schema is None and structural is None:
+        return [("apiVersion", f"{key[0]} {key[1]}: no schema to validate it against")]
+    errors: list[tuple[str, str]] = []
+    if schema is not None:
         import jsonschema
 
-        validator = jsonschema.Draft4Validator(crds[key])
-        errors: list[jsonschema.ValidationError] = list(
+        validator = jsonschema.Draft4Validator(schema)
+        found: list[jsonschema.ValidationError] = list(
             validator.iter_errors(dict(obj))  # pyright: ignore[reportUnknownMemberType]
         )
-        return [(".".join(map(str, e.path)) or "(object)", e.message) for e in errors]
-    structural = STRUCTURAL_CHECKS.get(key)
+        errors += [
+            (".".join(map(str, e.path)) or "(object)", e.message)
+            for e in sorted(found, key=lambda e: list(map(str, e.path)))
+        ]
     if structural is not None:
-        return structural(obj)
-    return [("apiVersion", f"{key[0]} {key[1]}: no schema to validate it against")]
+        errors += structural(obj)
+    return errors
 
 
 def schema_problems(

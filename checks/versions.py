@@ -13,6 +13,7 @@ import datetime
 from config.errors import Problem
 from config.models import StackConfig
 from config.support import MATRIX, Line, Matrix, minor, minor_key
+from render.charts import VENDOR_DIR, Chart
 
 K3S_KEY = "sovereign:controlPlane.k3sVersion"
 CILIUM_KEY = "sovereign:cilium.version"
@@ -35,6 +36,22 @@ def _line(
             )
         ]
     return line, []
+
+
+def _vendored(chart: Chart, key: str) -> list[Problem]:
+    """`up` installs only vendored packages: a pin with none is refused before any resource."""
+    if chart.package.is_file():
+        return []
+    known = sorted(p.name.removesuffix(".tgz") for p in VENDOR_DIR.glob(f"{chart.name}-*.tgz"))
+    return [
+        Problem(
+            key,
+            repr(chart.version),
+            f"a version whose chart package is vendored in render/charts/ ({', '.join(known)}); "
+            "a new pin needs its package and values schema first: python -m tools.vendor "
+            f"refresh charts/{chart.package.name} (render/charts/SOURCES.md)",
+        )
+    ]
 
 
 def _pair(k3s: str, kube: str, project: str, version: str, line: Line, key: str) -> list[Problem]:
@@ -66,6 +83,10 @@ def problems(cfg: StackConfig, matrix: Matrix = MATRIX) -> list[Problem]:
                 "its end of life and source to config/data/support_matrix.yaml",
             )
         )
+    found += _vendored(Chart(name="cilium", version=cfg.cilium.version), CILIUM_KEY)
+    found += _vendored(
+        Chart(name="cert-manager", version=cfg.cert_manager.version), CERT_MANAGER_KEY
+    )
     cilium, missing = _line(matrix.cilium, cfg.cilium.version, CILIUM_KEY, "Cilium")
     found += missing
     if cilium is not None:
@@ -81,7 +102,7 @@ def problems(cfg: StackConfig, matrix: Matrix = MATRIX) -> list[Problem]:
     gateway = cfg.cilium.gateway_api
     if gateway.enabled and cilium is not None:
         found += _gateway_problems(
-            k3s, kube, gateway.crds_version, cfg.cilium.version, cilium, matrix
+            k3s, kube, cfg.cilium.gateway_api_crds, cfg.cilium.version, cilium, matrix
         )
     return found
 

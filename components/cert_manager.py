@@ -10,7 +10,7 @@ import pulumi
 
 from components.helm import release
 from config.models import StackConfig
-from render.cert_manager import CHART_REPO, cert_manager_values
+from render.cert_manager import cert_manager_values
 from render.charts import Chart
 
 
@@ -30,9 +30,7 @@ class CertManager(pulumi.ComponentResource):
         self.release = release(
             f"{name}-release",
             release_name="cert-manager",
-            chart=Chart(
-                name="cert-manager", version=args.cfg.cert_manager.version, repo=CHART_REPO
-            ),
+            chart=Chart(name="cert-manager", version=args.cfg.cert_manager.version),
             namespace="cert-manager",
             create_namespace=True,
             values=cert_manager_values(),

@@ -13,13 +13,9 @@ from components.helm import release
 from components.kubeconfig import NodeWait, wait_for_nodes
 from config.models import StackConfig
 from render.charts import Chart
-from render.cilium import (
-    CHART_REPO,
-    cilium_values,
-    gateway_api_crd_files,
-    ingress_gateway,
-    metadata_deny_policy,
-)
+from render.cilium import cilium_values, ingress_gateway, metadata_deny_policy
+from render.manifest_files import gateway_api_files, project_path
+from render.pins import verified
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,16 +38,20 @@ class Cilium(pulumi.ComponentResource):
         gateway = cfg.cilium.gateway_api
         if gateway.enabled:
             # The operator looks for the Gateway API CRDs only at start-up: apply them first.
+            # From the vendored files (sha256 checked here), never from a release URL.
             crds = k8s.yaml.v2.ConfigGroup(
                 f"{name}-gateway-api-crds",
-                files=gateway_api_crd_files(gateway.crds_version),
+                files=[
+                    project_path(verified(path))
+                    for path in gateway_api_files(cfg.cilium.gateway_api_crds)
+                ],
                 opts=pulumi.ResourceOptions(parent=self),
             )
             waits.append(crds)
         self.release = release(
             f"{name}-release",
             release_name="cilium",
-            chart=Chart(name="cilium", version=cfg.cilium.version, repo=CHART_REPO),
+            chart=Chart(name="cilium", version=cfg.cilium.version),
             namespace="kube-system",
             values=cilium_values(cfg),
             timeout_seconds=cfg.releases.timeout_seconds,

@@ -10,7 +10,9 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from config.models import StackConfig
-from render.system_upgrade import release, server_plan
+from render.manifest_files import project_path
+from render.pins import verified
+from render.system_upgrade import controller_objects, release, server_plan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -20,8 +22,8 @@ class SystemUpgradeArgs:
 
 
 class SystemUpgrade(pulumi.ComponentResource):
-    """The pinned release's manifests (applied by the provider, read from the release URL at
-    preview), then the server Plan carrying `controlPlane.k3sVersion`."""
+    """The pinned release's manifests, rebuilt from the sources vendored in render/upstream/
+    (sha256-checked, no release URL), then the server Plan carrying `controlPlane.k3sVersion`."""
 
     TYPE: Final = "sovereign:slot:SystemUpgrade"
 
@@ -30,16 +32,25 @@ class SystemUpgrade(pulumi.ComponentResource):
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
         suc = release()
-        # The controller may not create its own CRD (its ClusterRole only reads CRDs).
+        # The CRD first, as the release's crd.yaml: the Plan below needs it before the
+        # controller has started (and could register it itself).
         self.crds = k8s.yaml.v2.ConfigFile(
             f"{name}-crds",
-            file=suc.crds_url,
+            file=project_path(verified(suc.crd_file)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.after)),
         )
-        self.controller = k8s.yaml.v2.ConfigFile(
+        # What the release's system-upgrade-controller.yaml holds, rebuilt from its verified
+        # sources: the objects go into state and the plan as they are applied.
+        self.controller = k8s.yaml.v2.ConfigGroup(
             f"{name}-controller",
-            file=suc.controller_url,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.crds, *args.after]),
+            objs=controller_objects(),
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=[self.crds, *args.after],
+                # Until 2026-12 this was a ConfigFile of the release URL: the same resource, so
+                # the controller's objects are updated in place, never deleted and re-created.
+                aliases=[pulumi.Alias(type_="kubernetes:yaml/v2:ConfigFile")],
+            ),
         )
         plan = server_plan(args.cfg)
         self.plan = k8s.apiextensions.CustomResource(

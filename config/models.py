@@ -35,6 +35,7 @@ from config.pss import Level as PssLevel
 from config.quantity import quantity
 from config.secrets import NAMESPACE, REGISTRY_PASSWORD_KEY
 from config.server_types import CATALOGUE as SERVER_TYPES
+from config.support import MATRIX, minor
 
 Role = Literal["primary", "secondary"]
 Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
@@ -163,7 +164,7 @@ class ControlPlane(ConfigModel):
     image: str = Field(default="ubuntu-24.04", description="Hetzner image name.")
     k3s_version: str = Field(
         alias="k3sVersion",
-        description="Pinned k3s release, e.g. v1.33.13+k3s2; its minor must be supported by "
+        description="Pinned k3s release, e.g. v1.35.6+k3s1; its minor must be supported by "
         "the Cilium and cert-manager lines (docs/versions.md).",
     )
     protect: bool = Field(default=True, description="Pulumi `protect` on control-plane servers.")
@@ -203,7 +204,7 @@ class ControlPlane(ConfigModel):
     def _k3s_version(cls, value: str) -> str:
         if not re.fullmatch(r"v1\.[0-9]+\.[0-9]+\+k3s[0-9]+", value):
             raise ValueError(
-                "an exact k3s release, e.g. v1.33.13+k3s2 (channels and 'latest' are not pins)"
+                "an exact k3s release, e.g. v1.35.6+k3s1 (channels and 'latest' are not pins)"
             )
         return value
 
@@ -365,16 +366,26 @@ class GatewayApi(ConfigModel):
         description="Cilium Gateway API; applies its CRDs first. With loadBalancer.enabled, "
         "a Gateway listens on the host at the LB's target ports.",
     )
-    crds_version: Annotated[str, AfterValidator(grammar.gateway_api_release)] = Field(
-        default="v1.3.0",
-        description="Gateway API CRDs the Cilium line supports (docs/versions.md).",
+    crds_version: Annotated[str, AfterValidator(grammar.gateway_api_release)] | None = Field(
+        default=None,
+        description="Gateway API CRDs; unset: the version the Cilium line passes conformance "
+        "with (v1.4.0 for 1.19, v1.3.0 for 1.18; docs/versions.md).",
     )
 
 
 class Cilium(ConfigModel):
-    version: ChartVersion = Field(default="1.18.12", description="Pinned Cilium chart version.")
+    version: ChartVersion = Field(default="1.19.6", description="Pinned Cilium chart version.")
     wireguard: bool = Field(default=True, description="Transparent WireGuard encryption.")
     gateway_api: GatewayApi = Field(default_factory=GatewayApi, description="Gateway API.")
+
+    @property
+    def gateway_api_crds(self) -> str:
+        """The Gateway API CRDs version applied: the pin, else the Cilium line's own."""
+        if self.gateway_api.crds_version is not None:
+            return self.gateway_api.crds_version
+        line = MATRIX.cilium.get(minor(self.version) or "")
+        # A line with no data is refused by preflight (checks/versions.py), naming the key.
+        return line.gateway_api[-1] if line is not None and line.gateway_api else ""
 
 
 class CertManager(ConfigModel):

@@ -24,6 +24,8 @@ class Line:
     kubernetes: tuple[str, ...]
     source: str
     gateway_api: tuple[str, ...] = ()
+    # The chart version vendored for this line (Cilium): where an upgrade to the line lands.
+    chart: str = ""
 
     @property
     def kubernetes_range(self) -> str:
@@ -37,6 +39,14 @@ class Matrix:
     cilium: dict[str, Line]
     cert_manager: dict[str, Line]
     gateway_api_min: dict[str, str]
+    # Kubernetes minor -> the newest k3s release of it known here (with its source).
+    k3s: dict[str, K3sRelease]
+
+
+@dataclass(frozen=True, slots=True)
+class K3sRelease:
+    version: str
+    source: str
 
 
 def minor(version: str) -> str | None:
@@ -62,6 +72,7 @@ def _lines(raw: dict[str, dict[str, Any]]) -> dict[str, Line]:
             kubernetes=tuple(sorted((str(v) for v in spec["kubernetes"]), key=minor_key)),
             source=str(spec["source"]),
             gateway_api=tuple(str(v) for v in spec.get("gateway_api", ())),
+            chart=str(spec.get("chart", "")),
         )
         for name, spec in raw.items()
     }
@@ -77,6 +88,10 @@ def load(path: Path = DATA_FILE) -> Matrix:
         cilium=_lines(cast(dict[str, dict[str, Any]], raw["cilium"]["lines"])),
         cert_manager=_lines(cast(dict[str, dict[str, Any]], raw["cert_manager"]["lines"])),
         gateway_api_min={name: str(spec["kubernetes_min"]) for name, spec in gateway.items()},
+        k3s={
+            name: K3sRelease(str(spec["version"]), str(spec["source"]))
+            for name, spec in cast(dict[str, dict[str, Any]], raw["k3s"]["releases"]).items()
+        },
     )
 
 

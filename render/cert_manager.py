@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-CHART_REPO: Final = "https://charts.jetstack.io"
+from typing import Any
 
 
 def cert_manager_values() -> dict[str, Any]:

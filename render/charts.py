@@ -1,4 +1,9 @@
-"""Chart pins: the charts every release installs, never a range, and their vendored packages."""
+"""Chart pins: the charts every release installs, never a range, and their vendored packages.
+
+`pulumi up` installs each release from its package in `render/charts/` (a local chart path, no
+chart repository), after `render.pins.verified` has checked the package's sha256: the bytes the
+tests and the offline plan rendered are the bytes Helm installs.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from render.pins import CHARTS_DIR
+
 # Upstream packages and values schemas with their provenance (SOURCES.md, vendor.yaml), so a
-# clone renders and checks every chart without the steering repository beside it.
-VENDOR_DIR: Final = Path(__file__).resolve().parent / "charts"
+# clone renders, checks and deploys every chart without the steering repository beside it.
+VENDOR_DIR: Final = CHARTS_DIR
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -17,7 +24,6 @@ class Chart:
 
     name: str
     version: str
-    repo: str
 
     @property
     def package(self) -> Path:

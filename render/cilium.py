@@ -8,19 +8,7 @@ from config.models import StackConfig
 from render.cloudinit import LOCAL_LB_PORT, api_endpoint
 from render.naming import prefix
 
-CHART_REPO: Final = "https://helm.cilium.io"
 METADATA_CIDR: Final = "169.254.169.254/32"
-GATEWAY_API_RELEASES: Final = "https://github.com/kubernetes-sigs/gateway-api/releases/download"
-GATEWAY_API_SOURCE: Final = "https://raw.githubusercontent.com/kubernetes-sigs/gateway-api"
-
-
-def gateway_api_crd_files(version: str) -> list[str]:
-    """The standard channel plus TLSRoute, the one experimental CRD Cilium serves."""
-    return [
-        f"{GATEWAY_API_RELEASES}/{version}/standard-install.yaml",
-        f"{GATEWAY_API_SOURCE}/{version}/config/crd/experimental/"
-        "gateway.networking.k8s.io_tlsroutes.yaml",
-    ]
 
 
 class UnreachableApiError(ValueError):

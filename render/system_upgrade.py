@@ -7,6 +7,8 @@ same pinned version from cloud-init, so a new server and an upgraded one agree.
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any, Final, cast
 import yaml
 
 from config.models import StackConfig
+from render.manifest_files import documents
+from render.pins import UPSTREAM_DIR
 
 DATA_FILE: Final = Path(__file__).with_name("system_upgrade.yaml")
 
@@ -22,25 +26,88 @@ DATA_FILE: Final = Path(__file__).with_name("system_upgrade.yaml")
 @dataclass(frozen=True, slots=True)
 class Release:
     version: str
-    crds_url: str
-    controller_url: str
+    sources: Path
+    crd_file: Path
+    controller_image: str
     namespace: str
     service_account: str
     upgrade_image: str
     control_plane_label: str
 
 
+@functools.cache
 def release() -> Release:
     data = cast(dict[str, Any], yaml.safe_load(DATA_FILE.read_text()))
+    sources = UPSTREAM_DIR / str(data["sources"])
     return Release(
         version=str(data["version"]),
-        crds_url=str(data["crds_url"]),
-        controller_url=str(data["controller_url"]),
+        sources=sources,
+        crd_file=sources / str(data["crd_file"]),
+        controller_image=str(data["controller_image"]),
         namespace=str(data["namespace"]),
         service_account=str(data["service_account"]),
         upgrade_image=str(data["upgrade_image"]),
         control_plane_label=str(data["control_plane_label"]),
     )
+
+
+# Kinds kustomize's namespace transformer leaves alone: they have no namespace.
+CLUSTER_SCOPED: Final = frozenset({"ClusterRole", "ClusterRoleBinding", "Namespace"})
+BINDINGS: Final = frozenset({"ClusterRoleBinding", "RoleBinding"})
+
+
+def _retag(pod_spec: dict[str, Any], image: str, tag: str) -> None:
+    for key in ("initContainers", "containers"):
+        for container in cast(list[dict[str, Any]], pod_spec.get(key) or []):
+            name = str(container.get("image", ""))
+            if name == image or name.startswith(f"{image}:") or name.startswith(f"{image}@"):
+                container["image"] = f"{image}:{tag}"
+
+
+def controller_objects() -> list[dict[str, Any]]:
+    """What the release asset `system-upgrade-controller.yaml` holds, rebuilt from its sources.
+
+    scripts/package-controller @ v0.20.1 runs `kustomize edit set image` (the controller image
+    tagged with the release) and `kustomize build`; kustomize's namespace transformer puts every
+    namespaced object into `namespace:` and every ServiceAccount subject of a binding with no
+    namespace (or `default`) there too. Both files are verified by sha256 before use.
+    """
+    suc = release()
+    kustomization = documents(suc.sources / "kustomization.yaml")[0]
+    namespace = str(kustomization["namespace"])
+    images = cast(list[dict[str, Any]], kustomization.get("images") or [])
+    if [str(image.get("name")) for image in images] != [suc.controller_image]:
+        raise ValueError(
+            f"{suc.sources.name}/kustomization.yaml retags {images}; this rebuild sets only "
+            f"{suc.controller_image} (re-read scripts/package-controller of the new release)"
+        )
+    objects: list[dict[str, Any]] = []
+    for resource in cast(list[str], kustomization["resources"]):
+        for doc in documents(suc.sources / resource):
+            obj = copy.deepcopy(doc)
+            kind = str(obj.get("kind"))
+            if kind == "Namespace":
+                obj["metadata"]["name"] = namespace
+            elif kind not in CLUSTER_SCOPED:
+                obj["metadata"]["namespace"] = namespace
+            if kind in BINDINGS:
+                for subject in cast(list[dict[str, Any]], obj.get("subjects") or []):
+                    if subject.get("kind") == "ServiceAccount" and subject.get("namespace") in (
+                        None,
+                        "",
+                        "default",
+                    ):
+                        subject["namespace"] = namespace
+            pod = cast(dict[str, Any], obj.get("spec", {})).get("template", {}).get("spec")
+            if isinstance(pod, dict):
+                _retag(cast(dict[str, Any], pod), suc.controller_image, suc.version)
+            objects.append(obj)
+    return objects
+
+
+def crd_objects() -> list[dict[str, Any]]:
+    """The release asset `crd.yaml`: the Plan CRD file as is (verified by sha256)."""
+    return documents(release().crd_file)
 
 
 SERVER_PLAN_NAME: Final = "k3s-server"

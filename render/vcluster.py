@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         NetworkPolicySpecArgsDict,
     )
 
-CHART: Final = Chart(name="vcluster", version="0.20.0", repo="https://charts.loft.sh")
+CHART: Final = Chart(name="vcluster", version="0.20.0")
 ROLE_LABEL: Final = "catalyst.openova.io/vcluster-role"
 TOPOLOGY_LABEL: Final = "catalyst.openova.io/topology"
 GATEWAY_NAMESPACE: Final = "gateway-system"

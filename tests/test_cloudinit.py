@@ -59,7 +59,7 @@ def written(c: StackConfig, node: int, path: str) -> dict[str, Any]:
 
 def test_k3s_version_is_pinned_in_the_installer() -> None:
     script = written(cfg(), 0, cloudinit.INSTALL_SCRIPT_PATH)["content"]
-    assert "\nversion=v1.33.13+k3s2\n" in script
+    assert "\nversion=v1.35.6+k3s1\n" in script
     assert (
         'INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \\\n'
         '    INSTALL_K3S_SKIP_START=false INSTALL_K3S_SKIP_ENABLE=false \\\n    sh "$installer"'

@@ -133,7 +133,7 @@ def test_region_consistency(region: dict[str, object], fragment: str) -> None:
 def test_k3s_version_must_be_an_exact_release() -> None:
     message, _ = refused({"controlPlane": {"k3sVersion": "stable"}})
     assert (
-        "sovereign:controlPlane.k3sVersion = 'stable': an exact k3s release, e.g. v1.33.13+k3s2"
+        "sovereign:controlPlane.k3sVersion = 'stable': an exact k3s release, e.g. v1.35.6+k3s1"
         in message
     )
 
@@ -411,8 +411,9 @@ def test_oversized_tag_and_uppercase_digest_say_what_is_allowed() -> None:
     [
         {"registryMirror": {"host": "harbor.example.com:5000"}},
         {"registryMirror": {"host": "registry-1"}},
-        # An exact pre-release pin is an exact pin; the support matrix knows the 1.18 line.
-        {"cilium": {"version": "1.18.0-pre.1"}},
+        # An exact pin whose package is vendored (a pre-release pin is an exact pin too, but
+        # `up` installs only vendored packages: tests/test_versions.py).
+        {"cilium": {"version": "1.19.6"}},
         {"certManager": {"version": "v1.21.1"}},
         {"vclusters": {"dmz": {"image": {"digest": "sha256:" + "a" * 64, "tag": "0.20.0_a.b-c"}}}},
         {"network": {"podCidr": "100.64.0.0/16", "serviceCidr": "172.16.0.0/28"}},

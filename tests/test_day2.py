@@ -17,7 +17,7 @@ from components.control_plane import BOOT_LABEL_KEY
 from config.errors import SovereignConfigError
 from render import wait_for_api
 from render.cloudinit import ETCD_S3_SECRET_NAME, K3S_CONFIG_PATH, K3S_TLS_DIR, restore_script
-from render.system_upgrade import release, skew_refusal
+from render.system_upgrade import controller_objects, release, skew_refusal
 from tools.mockrun import Run, SecretValue, evaluate, stack_config
 from tools.plan_diff import effect_of
 
@@ -75,7 +75,7 @@ def server(run: Run, n: int) -> Any:
 def test_server_plan_carries_the_version_one_server_at_a_time_cordoned(secondary: Run) -> None:
     plan = secondary.one(PLAN)
     spec = plan.inputs["spec"]
-    assert spec["version"] == "v1.33.13+k3s2"
+    assert spec["version"] == "v1.35.6+k3s1"
     assert spec["concurrency"] == 1
     assert spec["cordon"] is True
     assert "drain" not in spec
@@ -87,15 +87,17 @@ def test_server_plan_carries_the_version_one_server_at_a_time_cordoned(secondary
 
 
 def test_the_controller_is_the_pinned_release_after_its_crds_and_cilium(primary: Run) -> None:
-    files = {c.name: c for c in primary.of_type(CONFIG_FILE)}
-    crds, controller = (
-        files["slot-03-system-upgrade-crds"],
-        files["slot-03-system-upgrade-controller"],
+    crds = primary.one(CONFIG_FILE, "slot-03-system-upgrade-crds")
+    controller = primary.one("kubernetes:yaml/v2:ConfigGroup", "slot-03-system-upgrade-controller")
+    # The vendored CRD file (sha256-checked), not the release's download URL.
+    assert crds.inputs["file"] == (
+        "render/upstream/system-upgrade-controller-v0.20.1/upgrade.cattle.io_plans.yaml"
     )
-    tag = release().version
-    assert crds.inputs["file"].endswith(f"/releases/download/{tag}/crd.yaml")
-    assert controller.inputs["file"].endswith(f"/download/{tag}/system-upgrade-controller.yaml")
-    assert "latest" not in crds.inputs["file"] + controller.inputs["file"]
+    objects = controller.inputs["objs"]
+    assert [o["kind"] for o in objects] == [o["kind"] for o in controller_objects()]
+    (deployment,) = (o for o in objects if o["kind"] == "Deployment")
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"rancher/system-upgrade-controller:{release().version}"
     assert crds.urn in controller.dependencies
     cilium = primary.one(RELEASE, "slot-01-cilium-release")
     assert cilium.urn in crds.dependencies
@@ -383,7 +385,7 @@ def test_identity_keeps_when_cp1_joined_and_follows_a_new_init_server() -> None:
     keep = evaluate(
         "secondary",
         {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-1"}},
-        live_servers=live("secondary", "v1.33.13+k3s2"),
+        live_servers=live("secondary", "v1.35.6+k3s1"),
     )
     assert keep.error is None, keep.error
     assert (
@@ -507,12 +509,12 @@ def test_allow_replacement_without_a_named_server_is_refused() -> None:
 
 def test_a_protected_server_is_unprotected_first_and_replaced_the_next_up() -> None:
     over = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-3"}}
-    first = evaluate("secondary", over, live_servers=live("secondary", "v1.33.13+k3s2"))
+    first = evaluate("secondary", over, live_servers=live("secondary", "v1.35.6+k3s1"))
     cp3 = server(first, 3)
     assert cp3.inputs["deleteProtection"] is False
     assert cp3.protect is False
     assert set(cp3.ignore_changes) == {"userData", "image", "sshKeys"}
-    unprotected = live("secondary", "v1.33.13+k3s2")
+    unprotected = live("secondary", "v1.35.6+k3s1")
     unprotected[2]["deleteProtection"] = False
     second = evaluate("secondary", over, live_servers=unprotected)
     assert server(second, 3).ignore_changes == []

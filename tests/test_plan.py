@@ -348,7 +348,7 @@ def test_diff_flags_a_replacement_the_server_no_longer_ignores(planned) -> None:
             "controlPlane": {
                 "image": "ubuntu-26.04",
                 "allowReplacement": True,
-                "k3sVersion": "v1.33.14+k3s1",
+                "k3sVersion": "v1.35.7+k3s1",
             },
             "replacement": {"server": "cp-2"},
         },
@@ -364,7 +364,7 @@ def test_diff_flags_a_replacement_the_server_no_longer_ignores(planned) -> None:
         "| `userData (cloud-init)` | (multi-line, below) | (multi-line, below) | **replace**"
         in server
     )
-    assert "-    version=v1.33.13+k3s2\n+    version=v1.33.14+k3s1" in markdown
+    assert "-    version=v1.35.6+k3s1\n+    version=v1.35.7+k3s1" in markdown
     assert "| `options.ignoreChanges` |" in server
     # The server, and the replacement generation its user_data now carries.
     assert "(2 replaced)" in markdown
@@ -373,7 +373,7 @@ def test_diff_flags_a_replacement_the_server_no_longer_ignores(planned) -> None:
     # The version bump itself is an in-place upgrade of every server through the Plan.
     plan_row = markdown.split("**slot-03-system-upgrade-server-plan**")[1].split("\n`")[0]
     assert (
-        "| `spec.version` | `v1.33.13+k3s2` | `v1.33.14+k3s1` | in-place k3s upgrade through "
+        "| `spec.version` | `v1.35.6+k3s1` | `v1.35.7+k3s1` | in-place k3s upgrade through "
         "system-upgrade-controller" in plan_row
     )
     for secret in SECRETS.values():

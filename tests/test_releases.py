@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
 from render.charts import VENDOR_DIR
-from tools.mockrun import Run, evaluate
+from tools.mockrun import ROOT, Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 
@@ -25,20 +27,68 @@ def schema(file: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("name", "chart", "version", "repo", "namespace"),
+    ("name", "package", "namespace"),
     [
-        ("cilium", "cilium", "1.18.12", "https://helm.cilium.io", "kube-system"),
-        ("cert-manager", "cert-manager", "v1.21.1", "https://charts.jetstack.io", "cert-manager"),
-        ("dmz-vcluster", "vcluster", "0.20.0", "https://charts.loft.sh", "dmz"),
-        ("mgmt-vcluster", "vcluster", "0.20.0", "https://charts.loft.sh", "mgmt"),
+        ("cilium", "render/charts/cilium-1.19.6.tgz", "kube-system"),
+        ("cert-manager", "render/charts/cert-manager-v1.21.1.tgz", "cert-manager"),
+        ("dmz-vcluster", "render/charts/vcluster-0.20.0.tgz", "dmz"),
+        ("mgmt-vcluster", "render/charts/vcluster-0.20.0.tgz", "mgmt"),
     ],
 )
-def test_releases_are_pinned_with_explicit_names(
-    primary: Run, name: str, chart: str, version: str, repo: str, namespace: str
+def test_releases_install_the_vendored_package_from_a_local_path(
+    primary: Run, name: str, package: str, namespace: str
 ) -> None:
     inputs = release(primary, name)
-    assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (chart, version, namespace)
-    assert inputs["repositoryOpts"]["repo"] == repo
+    assert (inputs["chart"], inputs["namespace"]) == (package, namespace)
+    # No chart repository: Helm installs the package the tests rendered, nothing fetched.
+    assert "repositoryOpts" not in inputs
+    assert inputs["version"] == package.rsplit("-", 1)[1].removesuffix(".tgz")
+
+
+def test_a_release_whose_package_changed_is_refused_before_it_is_declared(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from render import charts, pins
+
+    copy = tmp_path / "charts"
+    shutil.copytree(VENDOR_DIR, copy)
+    package = copy / "cert-manager-v1.21.1.tgz"
+    package.write_bytes(package.read_bytes() + b"\0")
+    monkeypatch.setattr(pins, "VENDOR_DIRS", (copy,))
+    monkeypatch.setattr(charts, "VENDOR_DIR", copy)
+    run = evaluate("primary")
+    assert isinstance(run.error, pins.PinError)
+    assert str(run.error).startswith(
+        f"charts/cert-manager-v1.21.1.tgz: sha256 {pins.sha256(package)} but "
+        "charts/vendor.yaml pins 8621717e7582f709e8b22638e20d2e4fa1d8e3abf8f2e46ccffe65efee665ce7"
+    )
+    names = {r.inputs.get("name") for r in run.of_type(RELEASE)}
+    assert "cert-manager" not in names
+    assert "cilium" in names, "the releases before it were declared from verified packages"
+
+
+def test_no_manifest_or_chart_is_fetched_from_a_url_at_deploy_time() -> None:
+    from render.pins import verified
+
+    run = evaluate(
+        "secondary",
+        {"cilium": {"gatewayApi": {"enabled": True}}, "loadBalancer": {"enabled": True}},
+    )
+    applied: list[str] = []
+    for reg in run.registrations:
+        if reg.type in ("kubernetes:yaml/v2:ConfigGroup", "kubernetes:yaml/v2:ConfigFile"):
+            files = reg.inputs.get("files") or [reg.inputs.get("file")]
+            applied += [str(f) for f in files if f is not None]
+        elif reg.type == RELEASE:
+            applied.append(str(reg.inputs["chart"]))
+    assert len(applied) >= 10, applied
+    for path in applied:
+        assert "://" not in path, path
+        assert verified(ROOT / path), path
+    # Nothing else the program registers names a URL it would fetch from.
+    assert "://" not in json.dumps(
+        [r.inputs for r in run.registrations if r.type.startswith("kubernetes:")]
+    ).replace("https://127.0.0.1", "").replace("https://10.", "")
 
 
 def test_releases_wait_within_a_bound_and_clean_up_failed_installs(primary: Run) -> None:
@@ -91,11 +141,26 @@ def test_metadata_endpoint_is_blocked_right_after_cilium(primary: Run) -> None:
 
 def test_gateway_api_crds_are_applied_before_cilium() -> None:
     run = evaluate("primary", {"cilium": {"gatewayApi": {"enabled": True}}})
-    crds = run.one("kubernetes:yaml/v2:ConfigGroup")
-    assert crds.inputs["files"][0].endswith("/v1.3.0/standard-install.yaml")
-    assert crds.inputs["files"][1].endswith(
-        "/v1.3.0/config/crd/experimental/gateway.networking.k8s.io_tlsroutes.yaml"
+    crds = next(
+        r
+        for r in run.of_type("kubernetes:yaml/v2:ConfigGroup")
+        if r.name.endswith("gateway-api-crds")
     )
+    folder = "render/upstream/gateway-api-v1.4.0/"
+    assert crds.inputs["files"] == [
+        f"{folder}experimental/gateway.networking.k8s.io_tlsroutes.yaml",
+        *(
+            f"{folder}gateway.networking.k8s.io_{kind}.yaml"
+            for kind in (
+                "backendtlspolicies",
+                "gatewayclasses",
+                "gateways",
+                "grpcroutes",
+                "httproutes",
+                "referencegrants",
+            )
+        ),
+    ]
     cilium = next(r for r in run.of_type(RELEASE) if r.inputs["name"] == "cilium")
     assert crds.urn in cilium.dependencies
     assert cilium.inputs["values"]["gatewayAPI"]["enabled"] is True
@@ -109,7 +174,7 @@ def test_cert_manager_keeps_its_crds(primary: Run) -> None:
 @pytest.mark.parametrize(
     ("name", "file", "validator"),
     [
-        ("cilium", "cilium-1.18.12.values.schema.json", jsonschema.Draft7Validator),
+        ("cilium", "cilium-1.19.6.values.schema.json", jsonschema.Draft7Validator),
         ("cert-manager", "cert-manager-v1.21.1.values.schema.json", jsonschema.Draft7Validator),
         ("dmz-vcluster", "vcluster-0.20.0.values.schema.json", jsonschema.Draft202012Validator),
         ("mgmt-vcluster", "vcluster-0.20.0.values.schema.json", jsonschema.Draft202012Validator),

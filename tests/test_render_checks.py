@@ -74,7 +74,7 @@ def test_the_releases_rendered_are_the_releases_declared(primary: Run, secondary
             inputs = registered[spec.name]
             assert inputs["values"] == spec.values
             assert (inputs["chart"], inputs["version"], inputs["namespace"]) == (
-                spec.chart.name,
+                f"render/charts/{spec.chart.package.name}",
                 spec.chart.version,
                 spec.namespace,
             )
@@ -198,17 +198,24 @@ def test_each_release_pulls_exactly_these_images(
     ]
     assert [i.split("@")[0] for i in listed["cilium"]] == [
         "quay.io/cilium/cilium-envoy:v1.36.9-1782267392-edeb3f2af56c37c407efa1f63f0b32f595399bbc",
-        "quay.io/cilium/cilium:v1.18.12",
-        "quay.io/cilium/operator-generic:v1.18.12",
+        "quay.io/cilium/cilium:v1.19.6",
+        "quay.io/cilium/operator-generic:v1.19.6",
     ]
     assert all("@sha256:" in i for i in listed["cilium"])
+    # The controller image kustomize retags in the release asset, from docker.io.
+    assert listed["system-upgrade-controller"] == ["rancher/system-upgrade-controller:v0.20.1"]
 
 
 def test_by_default_every_image_comes_from_a_public_upstream_registry(
     rendered: dict[str, list[checks.RenderedRelease]],
 ) -> None:
     for stack in ("primary", "secondary"):
-        assert checks.registries(rendered[stack]) == ["ghcr.io", "quay.io", "registry.k8s.io"]
+        assert checks.registries(rendered[stack]) == [
+            "docker.io",
+            "ghcr.io",
+            "quay.io",
+            "registry.k8s.io",
+        ]
         for release in rendered[stack]:
             assert not any("harbor" in i for i in images(release.objects)), release.spec.name
 
@@ -475,7 +482,7 @@ def test_a_declared_object_breaking_the_strict_schema_is_refused(primary: Run) -
     problems = checks.schema_problems(cfg_of("primary"), [], [(label, broken)])
     assert [p.path for p in problems] == [f"{label} metadata"]
     assert "'label' was unexpected" in problems[0].allowed
-    assert "(Kubernetes v1.33.13+k3s2 schema, strict)" in problems[0].allowed
+    assert "(Kubernetes v1.35.6+k3s1 schema, strict)" in problems[0].allowed
 
 
 def test_a_rendered_container_field_typo_is_refused(
@@ -571,4 +578,60 @@ def test_the_upgrade_plan_and_the_gateway_are_checked_on_their_crds_fields() -> 
     unknown = {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "x"}}
     assert object_errors(unknown, "v1.33.13+k3s2", {}) == [
         ("apiVersion", "example.com/v1 Thing: no schema to validate it against")
+    ]
+
+
+def test_declared_custom_resources_are_validated_against_the_crds_that_will_be_installed() -> None:
+    from tools.mockrun import stack_config
+    from tools.plan import declared_objects
+
+    overrides = {"loadBalancer": {"enabled": True}, "cilium": {"gatewayApi": {"enabled": True}}}
+    run = evaluate("primary", overrides)
+    assert run.error is None, run.error
+    cfg = parse({**stack_config("primary"), **overrides}, "primary")
+    rendered = checks.render_releases(cfg)
+    # The CRDs come from what the stack applies: Gateway API v1.4.0 (Cilium 1.19's) and the
+    # system-upgrade-controller's Plan CRD, beside the Cilium policy schema.
+    crds = checks.crd_schemas(rendered)
+    assert {("gateway.networking.k8s.io/v1", "Gateway"), ("upgrade.cattle.io/v1", "Plan")} <= set(
+        crds
+    )
+    assert [(r.spec.name, r.spec.chart.version) for r in rendered if r.spec.slot == 1] == [
+        ("gateway-api-crds", "v1.4.0"),
+        ("cilium", "1.19.6"),
+    ]
+    declared = dict(declared_objects(run))
+    assert checks.schema_problems(cfg, rendered, declared.items()) == []
+
+    def broken(kind: str, change: dict[str, Any]) -> dict[str, Any]:
+        where, doc = next((w, d) for w, d in declared.items() if d["kind"] == kind)
+        return {where: {**doc, "spec": {**doc["spec"], **change}}}
+
+    gateway = next(d for d in declared.values() if d["kind"] == "Gateway")
+    listener = {**gateway["spec"]["listeners"][0], "allowedRoutes": {"namespaces": {"from": "Any"}}}
+    # Each of these only the CRD's schema refuses: the structural checks do not model them.
+    wrong = {
+        **broken("Gateway", {"listeners": [listener]}),
+        **broken("Plan", {"cordon": "yes"}),
+        **broken("CiliumClusterwideNetworkPolicy", {"egressDeny": [{"toCIDR": "10.0.0.0/8"}]}),
+    }
+    problems = checks.schema_problems(cfg, rendered, wrong.items())
+    assert sorted((p.path, p.allowed.split(" (")[0]) for p in problems) == [
+        (
+            "resource slot-01-cilium-deny-metadata spec.egressDeny.0.toCIDR",
+            "'10.0.0.0/8' is not of type 'array'",
+        ),
+        (
+            "resource slot-01-cilium-ingress-gateway spec.listeners.0.allowedRoutes.namespaces.from",
+            "'Any' is not one of ['All', 'Selector', 'Same']",
+        ),
+        (
+            "resource slot-03-system-upgrade-server-plan spec.cordon",
+            "'yes' is not of type 'boolean'",
+        ),
+    ]
+    # The structural check still catches what the schema lets through (unknown fields).
+    typo = broken("Plan", {"concurency": 1})
+    assert [p.path for p in checks.schema_problems(cfg, rendered, typo.items())] == [
+        "resource slot-03-system-upgrade-server-plan spec.concurency"
     ]

@@ -24,7 +24,19 @@ def plan_of(stack: str, overrides: dict[str, Any] | None = None) -> dict[str, An
 def test_the_plan_lists_each_release_with_objects_by_kind_and_images() -> None:
     plan = plan_of("secondary")
     releases = {r["name"]: r for r in plan["releases"]}
-    assert list(releases) == ["cilium", "cert-manager", "dmz-vcluster", "rtz-vcluster"]
+    assert list(releases) == [
+        "cilium",
+        "cert-manager",
+        "system-upgrade-controller",
+        "dmz-vcluster",
+        "rtz-vcluster",
+    ]
+    # Slot 03 applies no chart: its vendored manifests are rendered and validated like one.
+    suc = releases["system-upgrade-controller"]
+    assert (suc["slot"], suc["version"], suc["namespace"]) == (3, "v0.20.1", "system-upgrade")
+    assert suc["kinds"]["CustomResourceDefinition"] == 1
+    assert suc["kinds"]["Deployment"] == 1
+    assert suc["images"] == ["rancher/system-upgrade-controller:v0.20.1"]
     rtz = releases["rtz-vcluster"]
     assert (rtz["slot"], rtz["chart"], rtz["version"], rtz["namespace"]) == (
         59,
@@ -40,6 +52,15 @@ def test_the_plan_lists_each_release_with_objects_by_kind_and_images() -> None:
     text = summary(plan)
     assert "59 rtz-vcluster (vcluster 0.20.0, namespace rtz): 9 objects: ConfigMap 1," in text
     assert "       quay.io/jetstack/cert-manager-webhook:v1.21.1" in text
+
+
+def test_the_plan_renders_the_gateway_api_crds_of_the_cilium_line() -> None:
+    plan = plan_of("primary", {"cilium": {"gatewayApi": {"enabled": True}}})
+    crds = next(r for r in plan["releases"] if r["name"] == "gateway-api-crds")
+    assert (crds["slot"], crds["chart"], crds["version"]) == (1, "gateway-api", "v1.4.0")
+    assert crds["kinds"] == {"CustomResourceDefinition": 7}
+    assert [r["name"] for r in plan["releases"]][:2] == ["gateway-api-crds", "cilium"]
+    assert plan["problems"] == []
 
 
 def test_a_plan_with_rendered_problems_lists_them_and_exits_1(tmp_path: Any) -> None:

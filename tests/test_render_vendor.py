@@ -5,7 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+from render import pins
 from render.charts import VENDOR_DIR
+from render.pins import UPSTREAM_DIR
 from render.slots import SLOTS
 from tools import vendor
 from tools.mockrun import stack_config
@@ -13,7 +17,33 @@ from tools.mockrun import stack_config
 
 def test_every_vendored_file_matches_its_recorded_sha256() -> None:
     assert vendor.verify() == []
-    assert len(vendor.manifest()) == 6
+    assert len(vendor.manifest()) == 8
+    assert len(vendor.manifest(UPSTREAM_DIR)) == 19
+
+
+def test_a_changed_vendored_file_is_refused_before_use_with_both_digests(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "upstream"
+    shutil.copytree(UPSTREAM_DIR, copy)
+    monkeypatch.setattr(pins, "VENDOR_DIRS", (copy,))
+    crd = copy / "system-upgrade-controller-v0.20.1" / "upgrade.cattle.io_plans.yaml"
+    assert pins.verified(crd) == crd
+    pinned = pins.sha256(crd)
+    crd.write_text(crd.read_text() + "# edited\n")
+    with pytest.raises(pins.PinError) as err:
+        pins.verified(crd)
+    message = str(err.value)
+    assert message.startswith(
+        f"upstream/system-upgrade-controller-v0.20.1/upgrade.cattle.io_plans.yaml: sha256 "
+        f"{pins.sha256(crd)} but upstream/vendor.yaml pins {pinned}"
+    )
+    assert "restore it (git checkout) or re-vendor it" in message
+    (copy / "stray.yaml").write_text("x: 1\n")
+    with pytest.raises(pins.PinError, match=r"^stray.yaml: not listed in upstream/vendor.yaml"):
+        pins.verified(copy / "stray.yaml")
+    with pytest.raises(pins.PinError, match=r"^upstream/gone.yaml is not vendored"):
+        pins.verified(copy / "gone.yaml")
 
 
 def test_verify_sees_a_changed_byte_and_an_unlisted_file(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from tools.mockrun import Run, evaluate
 RELEASE = "kubernetes:helm.sh/v3:Release"
 # Slot 03 applies the system-upgrade-controller release's manifests, not a Helm chart.
 CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
+CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 SLOT_NAME = re.compile(r"^slot-(\d{2})-")
 
 
@@ -191,7 +192,7 @@ def test_each_slots_releases_wait_for_every_resource_of_the_slots_before(
     run: Run = request.getfixturevalue(stack)
     table = table_graph(run)
     gated = 0
-    for release in run.of_type(RELEASE) + run.of_type(CONFIG_FILE):
+    for release in run.of_type(RELEASE) + run.of_type(CONFIG_FILE) + run.of_type(CONFIG_GROUP):
         own = slot_of(run, release.urn)
         assert own is not None, release.name
         waits = waits_for(run, release.urn)

@@ -198,7 +198,7 @@ def test_outputs(primary: Run, secondary: Run) -> None:
     assert primary.outputs["podCidr"] == "10.42.0.0/16"
     assert secondary.outputs["serviceCidr"] == "10.97.0.0/16"
     assert primary.secret_outputs == {"kubeconfig"}
-    assert primary.outputs["k3sVersion"] == "v1.33.13+k3s2"
+    assert primary.outputs["k3sVersion"] == "v1.35.6+k3s1"
 
 
 def test_load_balancer_is_optional_with_pinned_private_ip() -> None:

@@ -21,7 +21,7 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 
 def live_primary(**modes: str) -> list[dict[str, Any]]:
     """Hetzner's answer for the deployed primary; `modes`: the vCluster labels its server has."""
-    labels = {"openova.io/k3s-version": "v1.33.13-k3s2", "openova.io/k3s-boot": "init"}
+    labels = {"openova.io/k3s-version": "v1.35.6-k3s1", "openova.io/k3s-boot": "init"}
     labels.update({f"openova.io/vcluster-{name}": value for name, value in modes.items()})
     return [{"name": "omantel-fsn1-cp-1", "labels": labels, "deleteProtection": True}]
 

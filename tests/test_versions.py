@@ -14,7 +14,7 @@ from checks.preflight import parse
 from config.support import DATA_FILE, MATRIX, minor
 from tools.mockrun import evaluate, stack_config
 
-TODAY = datetime.date(2026, 11, 27)
+TODAY = datetime.date(2026, 12, 4)
 
 
 def refusal(overrides: dict[str, Any]) -> str:
@@ -30,18 +30,26 @@ def k3s(version: str) -> dict[str, Any]:
 
 def test_every_support_fact_carries_its_source_and_the_matrix_its_date() -> None:
     raw = yaml.safe_load(DATA_FILE.read_text())
-    assert raw["checked"] == datetime.date(2026, 11, 27)
+    assert raw["checked"] == datetime.date(2026, 12, 4)
     assert "kubernetes.io/releases" in raw["kubernetes"]["source"]
     for project in ("cilium", "cert_manager"):
         for line in raw[project]["lines"].values():
             assert line["source"].startswith("https://")
     assert raw["gateway_api"]["source"]
+    for release in raw["k3s"]["releases"].values():
+        assert release["source"].startswith(
+            f"https://github.com/k3s-io/k3s/releases/tag/{release['version']}"
+        )
+        assert minor(release["version"]) in raw["k3s"]["releases"]
 
 
 def test_committed_stacks_pin_a_combination_every_upstream_supports() -> None:
     for stack in ("primary", "secondary"):
         cfg = parse(stack_config(stack), stack)
         assert versions.problems(cfg) == []
+        assert versions.notices(cfg, TODAY) == [], "no end-of-support notice today"
+        assert (cfg.control_plane.k3s_version, cfg.cilium.version) == ("v1.35.6+k3s1", "1.19.6")
+        assert cfg.cilium.gateway_api_crds == "v1.4.0"
         kube = minor(cfg.control_plane.k3s_version)
         assert kube in MATRIX.cilium[minor(cfg.cilium.version) or ""].kubernetes
         assert kube in MATRIX.cert_manager[minor(cfg.cert_manager.version) or ""].kubernetes
@@ -54,26 +62,30 @@ def test_todays_former_default_is_refused_naming_both_versions() -> None:
         "1.31, which cert-manager v1.21.1 does not support (cert-manager 1.21 supports "
         "Kubernetes 1.33-1.36" in message
     )
-    assert "Cilium 1.18.12 does not support" not in message, "Cilium 1.18 lists 1.31"
+    assert "Cilium 1.19.6 does not support" in message, "Cilium 1.19 lists 1.32-1.35"
 
 
 def test_kubernetes_newer_than_the_cilium_line_is_refused() -> None:
-    message = refusal(k3s("v1.35.8+k3s1"))
+    message = refusal(k3s("v1.36.2+k3s1"))
     assert (
-        "k3s v1.35.8+k3s1 is Kubernetes 1.35, which Cilium 1.18.12 does not support (Cilium "
-        "1.18 supports Kubernetes 1.30-1.33" in message
+        "k3s v1.36.2+k3s1 is Kubernetes 1.36, which Cilium 1.19.6 does not support (Cilium "
+        "1.19 supports Kubernetes 1.32-1.35" in message
     )
     assert "cert-manager v1.21.1 does not support" not in message
     both = refusal(k3s("v1.37.2+k3s1"))
-    assert "which Cilium 1.18.12 does not support" in both
+    assert "which Cilium 1.19.6 does not support" in both
     assert "which cert-manager v1.21.1 does not support" in both
+    older = refusal({**k3s("v1.35.6+k3s1"), "cilium": {"version": "1.18.12"}})
+    assert (
+        "which Cilium 1.18.12 does not support (Cilium 1.18 supports Kubernetes 1.30-1.33" in older
+    )
 
 
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
         (k3s("v1.29.9+k3s1"), "Kubernetes 1.29 has no support data (known minors: 1.30,"),
-        ({"cilium": {"version": "1.19.6"}}, "sovereign:cilium.version = '1.19.6': no Cilium"),
+        ({"cilium": {"version": "1.20.0"}}, "sovereign:cilium.version = '1.20.0': no Cilium"),
         (
             {"certManager": {"version": "v1.22.0"}},
             "sovereign:certManager.version = 'v1.22.0': no cert-manager support data",
@@ -86,18 +98,45 @@ def test_versions_without_support_data_are_refused(
     assert expected in refusal(overrides)
 
 
-def test_gateway_api_crds_must_be_the_ones_the_cilium_line_supports() -> None:
-    message = refusal({"cilium": {"gatewayApi": {"enabled": True, "crdsVersion": "v1.2.1"}}})
+def test_a_pin_without_a_vendored_chart_is_refused_naming_the_vendored_ones() -> None:
+    message = refusal({"cilium": {"version": "1.19.7"}})
     assert (
-        "sovereign:cilium.gatewayApi.crdsVersion = 'v1.2.1': Cilium 1.18.12 supports Gateway "
-        "API v1.3.0, not v1.2.1" in message
+        "sovereign:cilium.version = '1.19.7': a version whose chart package is vendored in "
+        "render/charts/ (cilium-1.18.12, cilium-1.19.6)" in message
+    )
+
+
+def test_gateway_api_crds_must_be_the_ones_the_cilium_line_supports() -> None:
+    message = refusal({"cilium": {"gatewayApi": {"enabled": True, "crdsVersion": "v1.3.0"}}})
+    assert (
+        "sovereign:cilium.gatewayApi.crdsVersion = 'v1.3.0': Cilium 1.19.6 supports Gateway "
+        "API v1.4.0, not v1.3.0" in message
     )
     ok = evaluate("primary", {"cilium": {"gatewayApi": {"enabled": True}}})
     assert ok.error is None, ok.error
 
 
+def test_the_gateway_api_crds_follow_the_cilium_line_unless_pinned() -> None:
+    for version, crds in (("1.19.6", "v1.4.0"), ("1.18.12", "v1.3.0")):
+        raw = dict(stack_config("primary"))
+        raw["controlPlane"] = {
+            **raw["controlPlane"],
+            "k3sVersion": "v1.33.13+k3s2",
+        }
+        raw["cilium"] = {"version": version}
+        assert parse(raw, "primary").cilium.gateway_api_crds == crds
+
+
+def running_region() -> dict[str, Any]:
+    """A region as deployed before this change: Kubernetes 1.33 with Cilium 1.18."""
+    raw = dict(stack_config("primary"))
+    raw["controlPlane"] = {**raw["controlPlane"], "k3sVersion": "v1.33.13+k3s2"}
+    raw["cilium"] = {"version": "1.18.12"}
+    return raw
+
+
 def test_end_of_upstream_support_is_reported_with_its_date_and_the_dilemma() -> None:
-    cfg = parse(stack_config("primary"), "primary")
+    cfg = parse(running_region(), "primary")
     (notice,) = versions.notices(cfg, TODAY)
     assert "Kubernetes 1.33 (k3s v1.33.13+k3s2) reached the end of upstream support on " in notice
     assert "2026-06-28" in notice
@@ -108,6 +147,16 @@ def test_end_of_upstream_support_is_reported_with_its_date_and_the_dilemma() -> 
     assert versions.notices(cfg, datetime.date(2026, 6, 28)) == []
 
 
+def test_the_next_expiry_warns_too() -> None:
+    cfg = parse(stack_config("primary"), "primary")
+    assert versions.notices(cfg, datetime.date(2027, 2, 28)) == []
+    (notice,) = versions.notices(cfg, datetime.date(2027, 3, 1))
+    assert (
+        "Kubernetes 1.35 (k3s v1.35.6+k3s1) reached the end of upstream support on 2027-02-28"
+        in notice
+    )
+
+
 def test_the_program_warns_about_end_of_support_on_every_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -115,7 +164,7 @@ def test_the_program_warns_about_end_of_support_on_every_run(
 
     warned: list[str] = []
     monkeypatch.setattr(pulumi.log, "warn", lambda message, *_a, **_k: warned.append(message))
-    run = evaluate("primary")
+    run = evaluate("primary", {**k3s("v1.33.13+k3s2"), "cilium": {"version": "1.18.12"}})
     assert run.error is None, run.error
     assert any("reached the end of upstream support on 2026-06-28" in w for w in warned)
 

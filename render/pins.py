@@ -1,0 +1,140 @@
+"""The one verifier of vendored upstream files: every byte `pulumi up` installs is pinned.
+
+Chart packages and values schemas live in `render/charts/`; manifests (Gateway API CRDs, the
+system-upgrade-controller release's sources) and CRD schemas in `render/upstream/`. Each folder
+has one `vendor.yaml` (file -> sha256, source, checked, refs) and a `SOURCES.md` with the
+provenance in prose. The program calls `verified()` before it declares a release or applies a
+manifest, the offline plan before it renders one, and `tools/vendor.py verify` / the tests check
+whole folders with `problems()`: one implementation, so what the tests checked is what `up`
+installs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import pulumi
+import yaml
+
+RENDER_DIR: Final = Path(__file__).resolve().parent
+CHARTS_DIR: Final = RENDER_DIR / "charts"
+UPSTREAM_DIR: Final = RENDER_DIR / "upstream"
+VENDOR_DIRS: Final = (CHARTS_DIR, UPSTREAM_DIR)
+MANIFEST: Final = "vendor.yaml"
+# Files of each folder itself, not upstream data.
+OWN_FILES: Final = frozenset({MANIFEST, "SOURCES.md"})
+
+
+class PinError(pulumi.RunError, ValueError):
+    """A vendored file is missing, unlisted or not the bytes its pin names.
+
+    A `pulumi.RunError`, so `pulumi up` prints the message alone (no traceback), before the
+    release or manifest that would have used the file is declared.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    name: str
+    sha256: str
+    source: str
+    checked: str
+    refs: str
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def raw_manifest(directory: Path) -> dict[str, dict[str, Any]]:
+    """`vendor.yaml` of a folder as data: relative path -> entry."""
+    doc = _as_dict(yaml.safe_load((directory / MANIFEST).read_text()))
+    return {str(name): _as_dict(entry) for name, entry in _as_dict(doc.get("files")).items()}
+
+
+@functools.lru_cache(maxsize=8)
+def pins(directory: Path) -> dict[str, Pin]:
+    return {
+        name: Pin(
+            name=name,
+            sha256=str(entry.get("sha256", "")),
+            source=str(entry.get("source", "")),
+            checked=str(entry.get("checked", "")),
+            refs=str(entry.get("refs", "")),
+        )
+        for name, entry in raw_manifest(directory).items()
+    }
+
+
+def _folder(path: Path) -> tuple[Path, str]:
+    resolved = path.resolve()
+    for directory in VENDOR_DIRS:
+        if resolved.is_relative_to(directory):
+            return directory, resolved.relative_to(directory).as_posix()
+    raise PinError(f"{path}: not in a vendored folder ({', '.join(map(str, VENDOR_DIRS))})")
+
+
+@functools.lru_cache(maxsize=64)
+def _checked(path: str, size: int, mtime_ns: int) -> None:
+    # Keyed by size and mtime too: a file changed after its first check is hashed again.
+    directory, name = _folder(Path(path))
+    pin = pins(directory).get(name)
+    if pin is None:
+        raise PinError(
+            f"{name}: not listed in {directory.name}/{MANIFEST}; a new upstream file needs its "
+            "sha256 and provenance: python -m tools.vendor refresh <path in refs/>"
+        )
+    actual = sha256(Path(path))
+    if actual != pin.sha256:
+        raise PinError(
+            f"{directory.name}/{name}: sha256 {actual} but {directory.name}/{MANIFEST} pins "
+            f"{pin.sha256} ({pin.source}); the file changed since it was checked: restore it "
+            "(git checkout) or re-vendor it with python -m tools.vendor refresh"
+        )
+
+
+def verified(path: Path) -> Path:
+    """`path` if its bytes are the ones pinned in its folder's vendor.yaml; else `PinError`."""
+    if not path.is_file():
+        directory, name = _folder(path)
+        raise PinError(
+            f"{directory.name}/{name} is not vendored; a new pin needs its file: "
+            f"python -m tools.vendor refresh <path in refs/> (render/{directory.name}/SOURCES.md)"
+        )
+    stat = path.stat()
+    _checked(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return path
+
+
+def problems(directory: Path) -> list[str]:
+    """Every problem with a vendored folder, empty when all is well."""
+    found: list[str] = []
+    listed = raw_manifest(directory)
+    sources = (directory / "SOURCES.md").read_text()
+    for name, entry in sorted(listed.items()):
+        path = directory / name
+        expected = str(entry.get("sha256", ""))
+        if not path.is_file():
+            found.append(f"{name}: listed in {MANIFEST} but missing")
+            continue
+        actual = sha256(path)
+        if actual != expected:
+            found.append(f"{name}: sha256 {actual}, {MANIFEST} says {expected}")
+        if expected not in sources:
+            found.append(f"{name}: its sha256 is not in SOURCES.md (provenance missing)")
+        for key in ("source", "checked", "refs"):
+            if not entry.get(key):
+                found.append(f"{name}: no `{key}` in {MANIFEST}")
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        name = path.relative_to(directory).as_posix()
+        if name not in OWN_FILES and name not in listed:
+            found.append(f"{name}: not listed in {MANIFEST} (no provenance)")
+    return found
