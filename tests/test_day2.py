@@ -523,7 +523,7 @@ def test_a_protected_server_is_unprotected_first_and_replaced_the_next_up() -> N
 
 def unprotected(stack: str) -> list[dict[str, Any]]:
     """A deployed region whose servers' Hetzner protection is already lifted."""
-    servers = live(stack, "v1.33.13+k3s2")
+    servers = live(stack, "v1.35.6+k3s1")
     for entry in servers:
         entry["deleteProtection"] = False
     return servers
@@ -570,7 +570,7 @@ def test_the_replaced_servers_node_and_etcd_member_go_first() -> None:
         "omantel-hel1-2-remove-cp-2"
     ]
     # The `up` that only lifts Hetzner's protection removes nothing yet.
-    first = evaluate("secondary", over, live_servers=live("secondary", "v1.33.13+k3s2"))
+    first = evaluate("secondary", over, live_servers=live("secondary", "v1.35.6+k3s1"))
     assert not [c for c in first.of_type("command:local:Command") if "remove" in c.name]
 
 
