@@ -23,6 +23,13 @@ from render.apiserver import (
     audit_args,
     deployer_binding_manifest,
 )
+from render.metadata_fence import (
+    FENCE_RULES_PATH,
+    FENCE_UNIT,
+    FENCE_UNIT_PATH,
+    FENCE_UNIT_TEXT,
+    fence_rules,
+)
 from render.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, region_label
 
 # Hetzner refuses user_data above 32 KiB when the server is created.
@@ -582,6 +589,9 @@ def cloud_config(
         _file(PRIVATE_ADDRESS_SCRIPT_PATH, private_address_script(cfg, node), "0700"),
         _file(K3S_DROP_IN_PATH, K3S_DROP_IN, "0644"),
         _file(SSHD_DROP_IN_PATH, SSHD_HARDENING, "0644"),
+        # The metadata fence (render/metadata_fence.py): loaded before k3s at every boot.
+        _file(FENCE_RULES_PATH, fence_rules()),
+        _file(FENCE_UNIT_PATH, FENCE_UNIT_TEXT, "0644"),
         # Operators' keys go in through cloud-init, not as Hetzner SSH keys: Hetzner refuses the
         # same public key twice per project, which would break the second region's stack.
         {
@@ -608,7 +618,9 @@ def cloud_config(
     )
     # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
     # could not bring up the private address or install k3s ends in cloud-init status "error".
-    runcmd: list[list[str]] = [["systemctl", "restart", "ssh"], [INSTALL_SCRIPT_PATH]]
+    # The fence first: k3s requires it, and no pod may start before it is in place.
+    first = [["systemctl", "restart", "ssh"], ["systemctl", "enable", "--now", FENCE_UNIT]]
+    runcmd: list[list[str]] = [*first, [INSTALL_SCRIPT_PATH]]
     if restoring and snapshot is not None and boot.restore_credentials is not None:
         files.append(
             _file(
@@ -619,8 +631,9 @@ def cloud_config(
         )
         # The restore script installs k3s (neither started nor enabled), restores etcd, and only
         # then starts k3s: it replaces the install step as the last runcmd item.
-        runcmd = [["systemctl", "restart", "ssh"], [RESTORE_SCRIPT_PATH]]
-    return {"write_files": files, "runcmd": runcmd}
+        runcmd = [*first, [RESTORE_SCRIPT_PATH]]
+    # nft for the fence; cloud-init installs packages before it runs runcmd.
+    return {"packages": ["nftables"], "write_files": files, "runcmd": runcmd}
 
 
 class _BlockDumper(yaml.CSafeDumper):

@@ -38,7 +38,7 @@ def test_user_data_is_cloud_config_yaml() -> None:
     text = cloudinit.render_user_data(cfg(), 0, PUBLIC_IP, TOKEN)
     assert text.startswith("#cloud-config\n")
     doc = yaml.safe_load(text)
-    assert set(doc) == {"write_files", "runcmd"}
+    assert set(doc) == {"packages", "write_files", "runcmd"}
 
 
 def test_k3s_runs_without_flannel_kube_proxy_or_network_policy() -> None:

@@ -625,7 +625,11 @@ def test_single_server_replacement_needs_a_snapshot_to_restore() -> None:
     doc = yaml.safe_load(run.one(SERVER).inputs["userData"])
     # The gated script is runcmd's last item (its status is cloud-init's); nothing runs after it
     # and k3s is never started outside it.
-    assert doc["runcmd"] == [["systemctl", "restart", "ssh"], ["/root/k3s-restore.sh"]]
+    assert doc["runcmd"] == [
+        ["systemctl", "restart", "ssh"],
+        ["systemctl", "enable", "--now", "sovereign-metadata-fence.service"],
+        ["/root/k3s-restore.sh"],
+    ]
     install = files["/usr/local/sbin/sovereign-k3s-install"]
     assert "INSTALL_K3S_SKIP_START=true INSTALL_K3S_SKIP_ENABLE=true" in install
 
