@@ -445,3 +445,101 @@ def test_every_install_requires_hashes() -> None:
     assert len(installs) >= 6
     for line in installs:
         assert re.search(r"--require-hashes -r (requirements\S*\.txt|\"\$req\")", line), line
+
+
+# ---- ./sovereign itself, with a stand-in `pulumi` that records what reaches it ----------------
+
+FAKE_PULUMI = """#!/usr/bin/env bash
+printf '%s|%s\\n' "${PULUMI_BACKEND_URL:-}" "$*" >> "$PULUMI_LOG"
+case "$1 $2" in
+  "whoami "*) exit 1 ;;
+  "stack init") echo "encryptionsalt: $FAKE_SALT" >> "Pulumi.${!#}.yaml" ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A copy of the entry point over this checkout's tools, with a venv that is already built."""
+    import shutil
+    import sys
+
+    (tmp_path / "sovereign").write_bytes((ROOT / "sovereign").read_bytes())
+    (tmp_path / "sovereign").chmod(0o755)
+    (tmp_path / "tools").symlink_to(ROOT / "tools")
+    (tmp_path / "Pulumi.primary.yaml").write_text((ROOT / "Pulumi.primary.yaml").read_text())
+    shutil.copy(ROOT / "requirements.txt", tmp_path / "requirements.txt")
+    os.utime(tmp_path / "requirements.txt", (0, 0))
+    venv_bin = tmp_path / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (venv_bin / "python").chmod(0o755)
+    (tmp_path / ".venv" / ".installed-requirements.txt").touch()
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "pulumi").write_text(FAKE_PULUMI)
+    (fake / "pulumi").chmod(0o755)
+    return tmp_path
+
+
+def sovereign(project: Path, *args: str, **env: str) -> tuple[int, str, list[str]]:
+    import subprocess
+
+    log = project / "pulumi.log"
+    log.touch()
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PULUMI_", "CI"))}
+    full = {
+        **base,
+        "PATH": f"{project / 'bin'}:{os.environ['PATH']}",
+        "PULUMI_LOG": str(log),
+        "FAKE_SALT": a_salt(),
+        "HCLOUD_TOKEN": "not-a-real-token",
+        "PYTHONPATH": str(project),
+        **env,
+    }
+    proc = subprocess.run(
+        [str(project / "sovereign"), *args], env=full, capture_output=True, text=True, check=False
+    )
+    return proc.returncode, proc.stderr, log.read_text().splitlines()
+
+
+@pytest.mark.parametrize("op", ["up", "preview"])
+def test_an_empty_passphrase_stops_the_cli_before_any_pulumi_command(
+    project: Path, op: str
+) -> None:
+    code, err, calls = sovereign(project, op, "primary", PULUMI_CONFIG_PASSPHRASE="")
+    assert code == 2
+    assert "PULUMI_CONFIG_PASSPHRASE is set but empty" in err
+    assert calls == []
+
+
+def test_ci_without_a_committed_salt_stops_the_cli_before_any_pulumi_command(project: Path) -> None:
+    code, err, calls = sovereign(
+        project, "up", "primary", PULUMI_CONFIG_PASSPHRASE="a long passphrase", CI="true"
+    )
+    assert code == 2
+    assert "Pulumi.primary.yaml has no encryptionsalt" in err
+    assert calls == []
+
+
+def test_a_person_with_a_passphrase_gets_up_with_the_policy_pack(project: Path) -> None:
+    code, err, calls = sovereign(project, "up", "primary", PULUMI_CONFIG_PASSPHRASE="a long one")
+    assert code == 0, err
+    assert calls[-1].endswith("|up --stack primary --policy-pack policy")
+
+
+def test_salt_makes_the_salt_on_a_throwaway_backend_and_never_twice(project: Path) -> None:
+    code, err, calls = sovereign(project, "salt", "primary", PULUMI_CONFIG_PASSPHRASE="a long one")
+    assert code == 0, err
+    (call,) = calls
+    backend, argv = call.split("|")
+    assert backend.startswith("file:///")
+    assert not (project / ".pulumi-state").exists()
+    assert argv == "stack init --non-interactive --secrets-provider passphrase primary"
+    doc = stack_secrets.stack_document("primary", project)
+    assert stack_secrets.salt_problem("primary", doc, ci=True) is None
+    code, err, calls = sovereign(project, "salt", "primary", PULUMI_CONFIG_PASSPHRASE="a long one")
+    assert code == 2
+    assert "already has an encryptionsalt" in err
+    assert len(calls) == 1  # nothing new reached pulumi
