@@ -218,7 +218,11 @@ class ControlPlane(pulumi.ComponentResource):
                 f"{name}-{node + 1}-ipv4",
                 name=f"{server_name(cfg, node)}-ipv4",
                 type="ipv4",
-                assignee_type="server",
+                # No assignee here: the server's public_net assigns it, as the SDK's own example
+                # does. An assignee_type without an assignee_id made the provider warn on every
+                # run and, since Hetzner answers `unassigned` for such an IP, shows an update on
+                # each second `up`; both assignee fields are computed (pulumi-hcloud 1.43.3
+                # primary_ip.py: Optional inputs, always-set outputs), so none is diffed.
                 location=cfg.region.location,
                 auto_delete=False,
                 delete_protection=cfg.control_plane.protect,
@@ -278,7 +282,6 @@ class ControlPlane(pulumi.ComponentResource):
                 image=cfg.control_plane.image,
                 location=cfg.region.location,
                 ssh_keys=[net.ssh_key.id],
-                firewall_ids=[net.firewall_id],
                 placement_group_id=net.placement_group_id,
                 labels={
                     **labels,
@@ -300,7 +303,9 @@ class ControlPlane(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(
                     parent=self,
                     # Hetzner attaches a server only to a subnet that already exists.
-                    depends_on=[net.subnet, *api_targets_after, *removed],
+                    # The firewall attachment exists first, so Hetzner applies the firewall
+                    # to the server (it carries the selected label) as it is created.
+                    depends_on=[net.subnet, net.firewall_attachment, *api_targets_after, *removed],
                     protect=options.protect,
                     ignore_changes=options.ignore_changes,
                     delete_before_replace=options.delete_before_replace,

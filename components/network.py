@@ -10,11 +10,16 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from config.models import StackConfig
-from render.naming import hetzner_labels, prefix
+from render.naming import REGION_LABEL_KEY, hetzner_labels, prefix, region_label
 
 WORLD: Final = ["0.0.0.0/0", "::/0"]
 # Cilium's WireGuard port: encrypted pod traffic between regions crosses the public network.
 WIREGUARD_UDP_PORT: Final = "51871"
+
+
+def firewall_selector(cfg: StackConfig) -> str:
+    """The Hetzner label selector of the servers the region's firewall protects: all of them."""
+    return f"{REGION_LABEL_KEY}={region_label(cfg)}"
 
 
 def firewall_rules(cfg: StackConfig) -> list[dict[str, Any]]:
@@ -88,6 +93,19 @@ class RegionNetwork(pulumi.ComponentResource):
             rules=[hcloud.FirewallRuleArgs(**rule) for rule in firewall_rules(cfg)],
             opts=child,
         )
+        self.firewall_id: pulumi.Output[int] = self.firewall.id.apply(int)
+        # The firewall applies to the region's servers by label, not through each server's
+        # `firewall_ids`: set there, a refresh shows the firewall's `apply_to` drifting
+        # (terraform-provider-hcloud #1109) and drift.yml would open an issue every day. Hetzner
+        # applies a label-selected firewall to a matching server as it is created, so a server
+        # is never up without it; servers wait for this attachment (components/control_plane.py).
+        # One attachment per firewall (pulumi-hcloud 1.43.3 FirewallAttachment docs).
+        self.firewall_attachment = hcloud.FirewallAttachment(
+            f"{name}-fw-servers",
+            firewall_id=self.firewall_id,
+            label_selectors=[firewall_selector(cfg)],
+            opts=child,
+        )
         # Hetzner mails a root password for a server created without an SSH key. A key generated
         # per region avoids that without an operator's private key ever entering config; its
         # private half lives only in encrypted state (break-glass access; `pulumi up` itself
@@ -110,7 +128,6 @@ class RegionNetwork(pulumi.ComponentResource):
             labels=labels,
             opts=child,
         )
-        self.firewall_id: pulumi.Output[int] = self.firewall.id.apply(int)
         self.placement_group_id: pulumi.Output[int] = self.placement_group.id.apply(int)
         self.register_outputs(
             {

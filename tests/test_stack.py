@@ -225,3 +225,23 @@ def test_load_balancer_is_optional_with_pinned_private_ip() -> None:
     assert run.outputs["loadBalancerIp"].startswith("203.0.113.")
     lbs = evaluate("secondary").of_type("hcloud:index/loadBalancer:LoadBalancer")
     assert [lb.name for lb in lbs] == ["omantel-hel1-2-api-lb"], "only the API endpoint"
+
+
+def test_firewall_applies_by_label_and_no_input_drifts_after_a_refresh(secondary: Run) -> None:
+    # issue 18 §7: nothing the provider reads back differently from what the program sends.
+    firewall = secondary.one("hcloud:index/firewall:Firewall")
+    attachment = secondary.one("hcloud:index/firewallAttachment:FirewallAttachment")
+    assert attachment.inputs["labelSelectors"] == ["openova.io/region=omantel-hel1-2"]
+    assert firewall.urn in attachment.dependencies
+    assert "serverIds" not in attachment.inputs
+    assert "applyTos" not in firewall.inputs
+    servers = secondary.of_type("hcloud:index/server:Server")
+    assert len(servers) == 3
+    for server in servers:
+        assert "firewallIds" not in server.inputs
+        # Selected by the attachment, which exists before the server boots.
+        assert server.inputs["labels"]["openova.io/region"] == "omantel-hel1-2"
+        assert attachment.urn in server.dependencies
+    for ip in secondary.of_type("hcloud:index/primaryIp:PrimaryIp"):
+        assert "assigneeType" not in ip.inputs
+        assert "assigneeId" not in ip.inputs
