@@ -304,8 +304,9 @@ def test_requests_per_region_is_the_secondary_plans_hetzner_requests() -> None:
     # derivation in tools/fleet.py and the README.
     plan = json.loads((ROOT / "tests" / "golden" / "secondary.json").read_text())
     types = [r["type"] for r in plan["resources"] if r["custom"]]
-    assert hetzner_requests(types) == REQUESTS_PER_REGION == 120
-    # 3 servers x 22 + 3 primary IPs x 5 + network 2 + subnet 4 + firewall 4 + key 2 + group 2
+    assert hetzner_requests(types) == REQUESTS_PER_REGION == 125
+    # 3 servers x 22 + 3 primary IPs x 5 + network 2 + subnet 4 + firewall 4 + its attachment 5
+    # + key 2 + group 2
     # + the API load balancer 5, its network 4, 3 targets x 4 and its service 4
     assert hetzner_requests(["hcloud:index/server:Server"]) == 22
 
