@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Final, cast
 
 from checks.kubernetes_schema import UnknownKindError, schema_errors
+from checks.network_policy import KINDS as POLICY_KINDS
+from checks.network_policy import UnsupportedPolicyError, load
 from checks.tenants import quota_fit_problems
 from config.errors import Problem
 from config.models import StackConfig, VClusterName
@@ -420,6 +422,8 @@ STRUCTURAL_CHECKS: Final[
     Mapping[tuple[str, str], Callable[[Mapping[str, Any]], list[tuple[str, str]]]]
 ] = {
     CCNP: ccnp_errors,
+    # A namespaced policy's spec is the same rule type as the clusterwide one's.
+    ("cilium.io/v2", "CiliumNetworkPolicy"): ccnp_errors,
     SUC_PLAN: plan_errors,
     GATEWAY: gateway_errors,
 }
@@ -519,6 +523,7 @@ def rendered_problems(
 ) -> list[Problem]:
     """Every check on the rendered releases (and the declared objects, when given)."""
     rendered = render_releases(cfg) if rendered is None else rendered
+    declared = list(declared)
     return [
         *pod_security_problems(cfg, rendered),
         *image_problems(cfg, rendered),
@@ -528,4 +533,26 @@ def rendered_problems(
         *cert_manager_wait_problems(rendered),
         *schema_problems(cfg, rendered, declared),
         *quota_fit_problems(cfg, [(r.spec.vcluster, r.objects) for r in rendered]),
+        *policy_problems(declared),
     ]
+
+
+def policy_problems(declared: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Problem]:
+    """Every declared network policy must be one the allow/deny evaluator can read exactly (a
+    selector with labels outside matchLabels, a named port): the tables prove nothing else."""
+    problems: list[Problem] = []
+    for where, doc in declared:
+        if doc.get("kind") not in POLICY_KINDS:
+            continue
+        try:
+            load([doc])
+        except UnsupportedPolicyError as err:
+            problems.append(
+                Problem(
+                    where,
+                    "unsupported",
+                    f"{err}: the allow/deny evaluator (checks/network_policy.py) cannot read "
+                    "it exactly, so no table proves what it allows",
+                )
+            )
+    return problems

@@ -11,7 +11,12 @@ import pulumi_kubernetes as k8s
 
 from components.helm import release
 from config.models import StackConfig, VClusterName
-from render.tenants import limit_range, resource_quota
+from render.tenants import (
+    egress_policy,
+    gateway_ingress_policy,
+    limit_range,
+    resource_quota,
+)
 from render.vcluster import (
     CHART,
     namespace_labels,
@@ -52,9 +57,25 @@ class VClusterSlot(pulumi.ComponentResource):
         self.network_policy = k8s.networking.v1.NetworkPolicy(
             f"{name}-ingress",
             metadata=k8s.meta.v1.ObjectMetaArgs(name="ingress-allowlist", namespace=ns_name),
-            spec=network_policy_spec(vcluster),
+            spec=network_policy_spec(cfg, vcluster),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.namespace]),
         )
+        # Cilium policies need Cilium's CRDs: after the slots this one runs after (01 among them).
+        cilium_policies = [egress_policy(cfg, vcluster, ns_name)]
+        gateway = gateway_ingress_policy(cfg, vcluster, ns_name)
+        if gateway is not None:
+            cilium_policies.append(gateway)
+        self.cilium_policies = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-{policy['metadata']['name']}",
+                api_version=policy["apiVersion"],
+                kind=policy["kind"],
+                metadata=k8s.meta.v1.ObjectMetaArgs(**policy["metadata"]),
+                spec=policy["spec"],
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.after, self.namespace]),
+            )
+            for policy in cilium_policies
+        ]
         # Before the release: the LimitRanger and the quota judge pods when they are created.
         quota = resource_quota(vcluster, ns_name, spec)
         self.quota = k8s.core.v1.ResourceQuota(
@@ -84,6 +105,7 @@ class VClusterSlot(pulumi.ComponentResource):
                 self.network_policy,
                 self.quota,
                 self.limit_range,
+                *self.cilium_policies,
             ],
         )
         self.register_outputs({"namespace": ns_name, "status": self.release.status})

@@ -538,6 +538,18 @@ class VClusters(ConfigModel):
     mgmt: VCluster = Field(default_factory=VCluster, description="MGMT vCluster (slot 58).")
     dmz: VCluster = Field(default_factory=VCluster, description="DMZ vCluster (slot 54).")
     rtz: VCluster = Field(default_factory=VCluster, description="RTZ vCluster (slot 59).")
+    dmz_to_mgmt_ports: Annotated[list[int], Field(min_length=1, max_length=10)] = Field(
+        default_factory=lambda: [443, 8443],
+        description="The only TCP ports DMZ pods may open on MGMT pods (the pods' own ports): "
+        "HTTPS, and 8443 for HTTPS served by a non-root pod that cannot bind 443.",
+    )
+
+    @field_validator("dmz_to_mgmt_ports")
+    @classmethod
+    def _ports(cls, value: list[int]) -> list[int]:
+        if any(not 1 <= port <= 65535 for port in value):
+            raise ValueError("TCP ports, 1-65535")
+        return sorted(set(value))
 
     def spec(self, name: VClusterName) -> VCluster:
         return {"mgmt": self.mgmt, "dmz": self.dmz, "rtz": self.rtz}[name]

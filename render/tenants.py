@@ -19,7 +19,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from config.models import ContainerLimits, Quota, VCluster, VClusterName
+from config.models import ContainerLimits, Quota, StackConfig, VCluster, VClusterName
+from render.cloudinit import API_PORT
+from render.vcluster import INGRESS_FROM, peer_ports
 
 # Quota fields (as the config names them) -> the ResourceQuota `hard` key.
 QUOTA_KEYS: Final[Mapping[str, str]] = {
@@ -103,4 +105,81 @@ def limit_range(namespace: str, spec: VCluster) -> dict[str, Any]:
         "kind": "LimitRange",
         "metadata": {"name": LIMIT_RANGE_NAME, "namespace": namespace},
         "spec": limit_range_spec(spec.limits),
+    }
+
+
+# --- egress -------------------------------------------------------------------------------
+
+EGRESS_POLICY_NAME: Final = "egress-allowlist"
+GATEWAY_POLICY_NAME: Final = "allow-gateway-ingress"
+CILIUM_POLICY_API: Final = "cilium.io/v2"
+# Cilium's label for an endpoint's namespace (a selector without it stays in its own namespace).
+NAMESPACE_LABEL: Final = "k8s:io.kubernetes.pod.namespace"
+# k3s's CoreDNS: kube-system pods labelled k8s-app=kube-dns, serving DNS on 53 (UDP and TCP).
+KUBE_DNS: Final[Mapping[str, str]] = {NAMESPACE_LABEL: "kube-system", "k8s:k8s-app": "kube-dns"}
+
+
+def _tcp(ports: list[int]) -> list[dict[str, Any]]:
+    return [{"ports": [{"port": str(port), "protocol": "TCP"} for port in ports]}]
+
+
+def egress_peers(
+    cfg: StackConfig, vcluster: VClusterName
+) -> list[tuple[VClusterName, list[int] | None]]:
+    """The zones this one may open connections to: those that admit it (INGRESS_FROM)."""
+    return [
+        (other, peer_ports(cfg, vcluster, other))
+        for other, sources in INGRESS_FROM.items()
+        if vcluster in sources
+    ]
+
+
+def egress_policy(cfg: StackConfig, vcluster: VClusterName, namespace: str) -> dict[str, Any]:
+    """Default-deny egress for every pod of the zone, except DNS, the API server and its peers.
+
+    A CiliumNetworkPolicy, because a Kubernetes NetworkPolicy cannot name the API server: it
+    runs on the hosts, which Cilium identifies as the `kube-apiserver` entity, not by address.
+    The syncer reaches it through the `kubernetes` Service, which Cilium translates to port
+    6443 on a server before policy applies.
+    """
+    rules: list[dict[str, Any]] = [
+        # The vCluster's own pods and its tenants' pods talk to each other and to the syncer.
+        {"toEndpoints": [{"matchLabels": {NAMESPACE_LABEL: namespace}}]},
+        {
+            "toEndpoints": [{"matchLabels": dict(KUBE_DNS)}],
+            "toPorts": [
+                {"ports": [{"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"}]}
+            ],
+        },
+        {"toEntities": ["kube-apiserver"], "toPorts": _tcp([API_PORT])},
+    ]
+    for other, ports in egress_peers(cfg, vcluster):
+        rule: dict[str, Any] = {"toEndpoints": [{"matchLabels": {NAMESPACE_LABEL: other}}]}
+        if ports is not None:
+            rule["toPorts"] = _tcp(ports)
+        rules.append(rule)
+    return {
+        "apiVersion": CILIUM_POLICY_API,
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": EGRESS_POLICY_NAME, "namespace": namespace},
+        "spec": {"endpointSelector": {}, "egress": rules},
+    }
+
+
+def gateway_ingress_policy(
+    cfg: StackConfig, vcluster: VClusterName, namespace: str
+) -> dict[str, Any] | None:
+    """With Cilium's Gateway on, admit its envoy to the DMZ (issue 18 §8).
+
+    Gateway traffic reaches a backend from Cilium's reserved `ingress` identity, which neither a
+    namespaceSelector nor the ipBlock 0.0.0.0/0 of the DMZ's NetworkPolicy matches, so it was
+    dropped; only a CiliumNetworkPolicy can name the entity.
+    """
+    if vcluster != "dmz" or not cfg.cilium.gateway_api.enabled:
+        return None
+    return {
+        "apiVersion": CILIUM_POLICY_API,
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": GATEWAY_POLICY_NAME, "namespace": namespace},
+        "spec": {"endpointSelector": {}, "ingress": [{"fromEntities": ["ingress"]}]},
     }

@@ -20,6 +20,7 @@ from render.slots import active_vclusters
 
 if TYPE_CHECKING:
     from pulumi_kubernetes.networking.v1 import (
+        NetworkPolicyIngressRuleArgsDict,
         NetworkPolicyPeerArgsDict,
         NetworkPolicySpecArgsDict,
     )
@@ -29,7 +30,8 @@ ROLE_LABEL: Final = "catalyst.openova.io/vcluster-role"
 TOPOLOGY_LABEL: Final = "catalyst.openova.io/topology"
 GATEWAY_NAMESPACE: Final = "gateway-system"
 
-# Who may open connections into each vCluster's namespace (egress stays open).
+# Who may open connections into each vCluster's namespace; each zone's egress allows the same
+# edges from its side (render/tenants.py), DMZ -> MGMT only on vclusters.dmzToMgmtPorts.
 INGRESS_FROM: Final[Mapping[VClusterName, tuple[str, ...]]] = {
     "mgmt": ("dmz",),
     "dmz": ("mgmt", "rtz", "kube-system", GATEWAY_NAMESPACE),
@@ -216,14 +218,35 @@ def namespace_labels(vcluster: VClusterName, spec: VCluster) -> dict[str, str]:
     }
 
 
-def network_policy_spec(vcluster: VClusterName) -> NetworkPolicySpecArgsDict:
+def peer_ports(cfg: StackConfig, source: str, destination: VClusterName) -> list[int] | None:
+    """The only TCP ports `source` may open in `destination`'s namespace; None: any port."""
+    if (source, destination) == ("dmz", "mgmt"):
+        return list(cfg.vclusters.dmz_to_mgmt_ports)
+    return None
+
+
+def network_policy_spec(cfg: StackConfig, vcluster: VClusterName) -> NetworkPolicySpecArgsDict:
     """Default-deny ingress except from the same namespace and the allowed neighbours."""
     peers: list[NetworkPolicyPeerArgsDict] = [{"pod_selector": {}}]
+    limited: list[NetworkPolicyIngressRuleArgsDict] = []
     for ns in INGRESS_FROM[vcluster]:
-        peers.append({"namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}})
+        peer: NetworkPolicyPeerArgsDict = {
+            "namespace_selector": {"match_labels": {"kubernetes.io/metadata.name": ns}}
+        }
+        ports = peer_ports(cfg, ns, vcluster)
+        if ports is None:
+            peers.append(peer)
+        else:
+            limited.append(
+                {"from_": [peer], "ports": [{"port": port, "protocol": "TCP"} for port in ports]}
+            )
     if vcluster in WORLD_INGRESS:
         peers.append({"ip_block": {"cidr": "0.0.0.0/0"}})
-    return {"pod_selector": {}, "policy_types": ["Ingress"], "ingress": [{"from_": peers}]}
+    return {
+        "pod_selector": {},
+        "policy_types": ["Ingress"],
+        "ingress": [{"from_": peers}, *limited],
+    }
 
 
 # The chart ships CoreDNS as a manifest template in a ConfigMap; the syncer fills it in and

@@ -61,6 +61,7 @@ def test_committed_stacks_pass_every_rendered_check(
         "Plan",
         "ResourceQuota",
         "LimitRange",
+        "CiliumNetworkPolicy",
     }
     assert checks.rendered_problems(cfg_of(stack), rendered[stack], declared) == []
 
@@ -635,3 +636,15 @@ def test_declared_custom_resources_are_validated_against_the_crds_that_will_be_i
     assert [p.path for p in checks.schema_problems(cfg, rendered, typo.items())] == [
         "resource slot-03-system-upgrade-server-plan spec.concurency"
     ]
+
+
+def test_a_policy_the_allow_deny_evaluator_cannot_read_is_a_problem() -> None:
+    doc = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "egress", "namespace": "dmz"},
+        "spec": {"endpointSelector": {}, "egress": [{"toEndpoints": [{"k8s:app": "dns"}]}]},
+    }
+    problems = checks.policy_problems([("resource slot-54-dmz-egress", doc)])
+    assert [p.path for p in problems] == ["resource slot-54-dmz-egress"]
+    assert "selector keys ['k8s:app']: not a label selector" in problems[0].allowed
