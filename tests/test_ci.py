@@ -543,3 +543,103 @@ def test_salt_makes_the_salt_on_a_throwaway_backend_and_never_twice(project: Pat
     assert code == 2
     assert "already has an encryptionsalt" in err
     assert len(calls) == 1  # nothing new reached pulumi
+
+
+# ---- the repository's settings read back (tools/ci_environments.py) ---------------------------
+
+REPO = "openova-io/sovereign"
+
+
+def github(
+    *,
+    repo_secrets: Sequence[str] = (),
+    branches: Mapping[str, list[str] | None] | None = None,
+    preview_reviewers: bool = True,
+    self_review: bool = False,
+    missing: Sequence[str] = (),
+) -> dict[str, Any]:
+    """GitHub's answers (REST shapes) for a repository set up as described, unless told."""
+    branches = {"primary": ["main"], "secondary": ["main"], "drift": ["main"], **(branches or {})}
+    envs: list[dict[str, Any]] = []
+    answers: dict[str, Any] = {
+        f"repos/{REPO}/actions/secrets": {
+            "total_count": len(repo_secrets),
+            "secrets": [{"name": n, "created_at": "2026-01-01T00:00:00Z"} for n in repo_secrets],
+        }
+    }
+    for name in ("preview", "drift", "primary", "secondary"):
+        if name in missing:
+            continue
+        rules: list[dict[str, Any]] = []
+        policy: dict[str, Any] | None = None
+        if name == "preview" and preview_reviewers:
+            rules.append(
+                {
+                    "id": 1,
+                    "node_id": "GA_1",
+                    "type": "required_reviewers",
+                    "prevent_self_review": not self_review,
+                    "reviewers": [{"type": "Team", "reviewer": {"slug": "maintainers"}}],
+                }
+            )
+        wanted = branches.get(name)
+        if wanted is not None:
+            policy = {"protected_branches": False, "custom_branch_policies": True}
+            rules.append({"id": 2, "node_id": "GA_2", "type": "branch_policy"})
+            answers[f"repos/{REPO}/environments/{name}/deployment-branch-policies"] = {
+                "total_count": len(wanted),
+                "branch_policies": [{"id": 9, "name": b, "type": "branch"} for b in wanted],
+            }
+        envs.append(
+            {"id": 7, "name": name, "protection_rules": rules, "deployment_branch_policy": policy}
+        )
+    answers[f"repos/{REPO}/environments?per_page=100"] = {
+        "total_count": len(envs),
+        "environments": envs,
+    }
+    return answers
+
+
+def check(answers: Mapping[str, Any]) -> list[str]:
+    from tools import ci_environments
+
+    return ci_environments.problems(REPO, lambda path: answers[path])
+
+
+def test_a_repository_set_up_as_described_passes() -> None:
+    assert check(github()) == []
+
+
+def test_a_repository_secret_is_named() -> None:
+    (problem,) = check(github(repo_secrets=["PULUMI_CONFIG_PASSPHRASE"]))
+    assert problem.startswith("repository-level secrets PULUMI_CONFIG_PASSPHRASE")
+
+
+@pytest.mark.parametrize(
+    ("name", "branches", "shown"),
+    [
+        ("primary", None, "all branches"),
+        ("drift", ["main", "release/*"], "branch:main, branch:release/*"),
+        ("secondary", [], "none"),
+    ],
+)
+def test_region_and_drift_environments_must_admit_exactly_main(
+    name: str, branches: list[str] | None, shown: str
+) -> None:
+    (problem,) = check(github(branches={name: branches}))
+    assert problem == (
+        f"environment {name!r} admits {shown}: set Deployment branches and tags to selected "
+        f"branches, exactly `main`"
+    )
+
+
+def test_the_preview_environment_needs_reviewers_who_are_not_the_author() -> None:
+    (problem,) = check(github(preview_reviewers=False))
+    assert "'preview' has no required reviewers" in problem
+    (problem,) = check(github(self_review=True))
+    assert "Prevent self-review" in problem
+
+
+def test_a_missing_environment_is_named_with_its_workflow() -> None:
+    (problem,) = check(github(missing=["secondary"]))
+    assert problem == "environment 'secondary' does not exist (used by up-stack.yml)"
