@@ -8,7 +8,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from checks import versions
-from checks.day2 import skew_problems
+from checks.day2 import live_shape_problems, skew_problems
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
 from components import cluster_objects
@@ -45,6 +45,7 @@ live = live_control_plane(cfg)
 skew = [
     *skew_problems(cfg, recorded_versions(cfg, live)),
     *vcluster_mode_problems(cfg, {server: spec.labels for server, spec in live.items()}),
+    *live_shape_problems(cfg, {server: spec.labels for server, spec in live.items()}),
 ]
 if skew:
     raise SovereignConfigError(skew, pulumi.get_stack())

@@ -7,7 +7,12 @@ from collections.abc import Mapping
 
 from config.errors import Problem
 from config.models import StackConfig
-from render.cloudinit import api_load_balancer, object_storage_location
+from render.cloudinit import (
+    API_ENDPOINT_LABEL_KEY,
+    api_endpoint_label,
+    api_load_balancer,
+    object_storage_location,
+)
 from render.system_upgrade import skew_refusal, version_key
 
 
@@ -153,3 +158,56 @@ def skew_problems(cfg: StackConfig, deployed: Mapping[str, str]) -> list[Problem
                 )
             ]
     return []
+
+
+# Why a live region keeps its server count and API endpoint. k3s writes each server's serving
+# certificate for the tls-san of its config file, which cloud-init writes once (user_data is
+# ignored afterwards), and refuses names outside it since tls-san-security became the default in
+# k3s 1.28 (GHSA-m4hf-6vgr-75r2, checked 2026-12-04). Growing 1 -> 3 moves the kubeconfig to the
+# new API load balancer and makes cp-2/cp-3 join through its private address: neither is in
+# cp-1's certificate, so the deployer's wait fails TLS for 900 s and the joiners cannot verify
+# cp-1. Shrinking 3 -> 1 deletes two of three etcd members at once: no quorum.
+_GROW_STEPS = (
+    "a live region keeps the server count and API endpoint it was created with: cp-1's certificate names only the API "
+    "endpoint of its first boot (k3s tls-san, enforced since 1.28, GHSA-m4hf-6vgr-75r2) and its "
+    "user_data is never applied again, so the new servers and the deployer could not verify it "
+    "(and 3 -> 1 would drop two etcd members at once). Keep {live}; to change it, build a new "
+    "region with the count you want and move to it (docs/day2.md, 'Growing or shrinking a "
+    "region')"
+)
+
+
+def live_shape_problems(cfg: StackConfig, live: Mapping[str, Mapping[str, str]]) -> list[Problem]:
+    """Refuse a server count or API endpoint other than the live region's (name -> labels)."""
+    numbers = {
+        int(number)
+        for name in live
+        for _, _, number in [name.rpartition("-cp-")]
+        if number.isdigit()
+    }
+    if not numbers:
+        return []
+    problems: list[Problem] = []
+    live_count = 3 if max(numbers) > 1 else 1
+    if cfg.control_plane.count != live_count:
+        problems.append(
+            Problem(
+                "sovereign:controlPlane.count",
+                str(cfg.control_plane.count),
+                _GROW_STEPS.format(live=f"sovereign:controlPlane.count: {live_count}"),
+            )
+        )
+    recorded = {labels.get(API_ENDPOINT_LABEL_KEY) for labels in live.values()} - {None}
+    wanted = api_endpoint_label(cfg)
+    if recorded and wanted not in recorded and cfg.control_plane.count == live_count:
+        was = "on" if "lb" in recorded else "off"
+        problems.append(
+            Problem(
+                "sovereign:api.loadBalancer",
+                repr(cfg.api.load_balancer) if cfg.api.load_balancer is not None else "(not set)",
+                _GROW_STEPS.format(
+                    live=f"the API load balancer {was} (sovereign:api.loadBalancer)"
+                ),
+            )
+        )
+    return problems

@@ -18,11 +18,13 @@ from config.day2 import BackupCredentials
 from config.errors import Problem, SovereignConfigError
 from config.models import StackConfig
 from render.cloudinit import (
+    API_ENDPOINT_LABEL_KEY,
     API_PORT,
     K3S_TOKEN_LENGTH,
     USER_DATA_CAP,
     BootMode,
     ServerBoot,
+    api_endpoint_label,
     api_load_balancer,
     render_user_data,
 )
@@ -288,6 +290,8 @@ class ControlPlane(pulumi.ComponentResource):
                     # Read back at the next preview: the skew check and how cp-1 booted.
                     VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
                     BOOT_LABEL_KEY: mode,
+                    # Read back at the next preview: the endpoint the certificates name.
+                    API_ENDPOINT_LABEL_KEY: api_endpoint_label(cfg),
                     # And how each vCluster runs (root or rootless), which a live one keeps.
                     **vcluster_mode_labels(cfg),
                 },

@@ -305,6 +305,15 @@ def api_load_balancer(cfg: StackConfig) -> bool:
     return cfg.control_plane.count > 1
 
 
+# Server label recording which API endpoint the region's certificates were issued for: `lb` (the
+# API load balancer's addresses are SANs) or `direct` (cp-1's address). Read back at preview.
+API_ENDPOINT_LABEL_KEY: Final = "openova.io/api-endpoint"
+
+
+def api_endpoint_label(cfg: StackConfig) -> str:
+    return "lb" if api_load_balancer(cfg) else "direct"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerBoot:
     """What one server's first boot needs beyond the config, decided by the control plane.

@@ -730,3 +730,42 @@ def test_api_problems_are_listed_by_key() -> None:
     message = str(run.error)
     assert "sovereign:api.privateIp = '10.0.1.3': a free host address of 10.0.1.0/24" in message
     assert "sovereign:api.renewBeforeDays = 400: fewer days than" in message
+
+
+# Growing or shrinking a live region (issue 18 §2)
+
+
+def test_growing_a_live_single_server_region_is_refused_with_the_steps() -> None:
+    run = evaluate(
+        "primary", {"controlPlane": {"count": 3}}, live_servers=live("primary", "v1.35.6+k3s1")
+    )
+    assert run.registrations == []
+    message = str(run.error)
+    assert "sovereign:controlPlane.count = 3: a live region keeps the server count" in message
+    assert "GHSA-m4hf-6vgr-75r2" in message
+    assert "Keep sovereign:controlPlane.count: 1" in message
+    assert "docs/day2.md, 'Growing or shrinking a region'" in message
+    # A new region may start with three.
+    assert evaluate("primary", {"controlPlane": {"count": 3}}).error is None
+
+
+def test_shrinking_a_live_ha_region_is_refused() -> None:
+    run = evaluate(
+        "secondary",
+        {"controlPlane": {"count": 1}, "api": {"loadBalancer": True}},
+        live_servers=live("secondary", "v1.35.6+k3s1"),
+    )
+    assert run.registrations == []
+    assert "Keep sovereign:controlPlane.count: 3" in str(run.error)
+
+
+def test_turning_the_api_load_balancer_on_for_a_live_region_is_refused(primary: Run) -> None:
+    assert server(primary, 1).inputs["labels"]["openova.io/api-endpoint"] == "direct"
+    servers = live("primary", "v1.35.6+k3s1")
+    servers[0]["labels"]["openova.io/api-endpoint"] = "direct"
+    run = evaluate("primary", {"api": {"loadBalancer": True}}, live_servers=servers)
+    assert run.registrations == []
+    assert "sovereign:api.loadBalancer = True: a live region keeps" in str(run.error)
+    assert "Keep the API load balancer off" in str(run.error)
+    # Unchanged, the same live region goes ahead.
+    assert evaluate("primary", live_servers=servers).error is None
