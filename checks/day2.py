@@ -169,11 +169,11 @@ def skew_problems(cfg: StackConfig, deployed: Mapping[str, str]) -> list[Problem
 # cp-1. Shrinking 3 -> 1 deletes two of three etcd members at once: no quorum.
 _GROW_STEPS = (
     "a live region keeps the server count and API endpoint it was created with: cp-1's "
-    "certificate names only the API endpoint of its first boot (k3s tls-san, enforced since 1.28, GHSA-m4hf-6vgr-75r2) and its "
-    "user_data is never applied again, so the new servers and the deployer could not verify it "
-    "(and 3 -> 1 would drop two etcd members at once). Keep {live}; to change it, build a new "
-    "region with the count you want and move to it (docs/day2.md, 'Growing or shrinking a "
-    "region')"
+    "certificate names only the API endpoint of its first boot (k3s tls-san, enforced since "
+    "1.28, GHSA-m4hf-6vgr-75r2) and its user_data is never applied again, so the new servers "
+    "and the deployer could not verify it (and 3 -> 1 would drop two etcd members at once). "
+    "Keep {live}; to change it, build a new region with the count you want and move to it "
+    "(docs/day2.md, 'Growing or shrinking a region')"
 )
 
 
