@@ -36,7 +36,7 @@ cfg = load_config(check=preflight)
 # Facts no pin in reach can fix (a Kubernetes minor past its upstream end of life), shown on
 # every preview and up rather than refused.
 for notice in versions.notices(cfg, datetime.date.today()):
-    pulumi.log.warn(notice)
+    pulumi.log.warn(f"stack {pulumi.get_stack()}: {notice}")
 name = prefix(cfg)
 # The servers as Hetzner has them now: the k3s version each last received (skew policy) and how
 # cp-1 booted, and how each vCluster runs (root or rootless, which a live vCluster keeps). Read

@@ -163,15 +163,30 @@ def gating_problems(cfg: StackConfig) -> list[Problem]:
     for slot in SLOTS:
         if slot.vcluster is None or cfg.region.role in slot.roles:
             continue
-        if cfg.vclusters.spec(slot.vcluster).enabled:
-            roles = " and ".join(sorted(slot.roles))
+        spec = cfg.vclusters.spec(slot.vcluster)
+        roles = " and ".join(sorted(slot.roles))
+        why = (
+            f"{slot.vcluster.upper()} (slot {slot.number}) runs only in {roles} regions "
+            f"and this is a {cfg.region.role} (DoD A4: primary = MGMT + DMZ, each "
+            "secondary = DMZ + RTZ)"
+        )
+        if spec.enabled:
             problems.append(
                 Problem(
                     f"sovereign:vclusters.{slot.vcluster}.enabled",
                     "true",
-                    f"{slot.vcluster.upper()} (slot {slot.number}) runs only in {roles} regions "
-                    f"and this is a {cfg.region.role} (DoD A4: primary = MGMT + DMZ, each "
-                    "secondary = DMZ + RTZ); remove the key",
+                    f"{why}; remove the key",
+                )
+            )
+        # Settings of a vCluster this region never runs would be silently ignored: a reviewer
+        # reading `rtz.podSecurity` in a primary's file would believe RTZ runs there.
+        for field in sorted(spec.model_fields_set - {"enabled"}):
+            key = type(spec).model_fields[field].alias or field
+            problems.append(
+                Problem(
+                    f"sovereign:vclusters.{slot.vcluster}.{key}",
+                    "(set)",
+                    f"has no effect: {why}; remove it",
                 )
             )
     return problems

@@ -20,6 +20,18 @@ class Problem:
         return f"  - {self.path} = {self.value}: {self.allowed}"
 
 
+class FieldError(ValueError):
+    """A check across an object's keys that one key fails: the error names that key.
+
+    Raised in a model validator, it keeps the report on `sovereign:region.index = 2` instead
+    of the whole `sovereign:region` object.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class SovereignConfigError(pulumi.RunError):
     """Raised before any resource is declared.
 

@@ -7,6 +7,7 @@ declared, and every invalid key is reported at once by the path the user typed
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -28,7 +29,7 @@ from config import grammar
 from config import secrets as secret_config
 from config.base import ConfigModel
 from config.day2 import Api, Backups, Replacement, Upgrades, backup_credential_problems
-from config.errors import Problem, SovereignConfigError
+from config.errors import FieldError, Problem, SovereignConfigError
 from config.fleet import Fleet
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
@@ -69,6 +70,22 @@ _SSH_KEY = re.compile(
 _FQDN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
+def _cidr_problem(value: str) -> str:
+    """What is wrong with a range `ipaddress` refused, said without repeating it."""
+    address, slash, prefix = value.partition("/")
+    try:
+        family = ipaddress.ip_address(address)
+    except ValueError:
+        return "a CIDR such as 10.0.0.0/16 or 2001:db8::/32"
+    if slash and prefix.isdigit():
+        most = family.max_prefixlen
+        return (
+            f"the prefix length is out of range: an IPv{family.version} range takes /0 to "
+            f"/{most}, e.g. {'10.0.0.0/16' if family.version == 4 else '2001:db8::/32'}"
+        )
+    return "a CIDR: an address, '/' and a prefix length, e.g. 10.0.0.0/16 or 2001:db8::/32"
+
+
 def _cidr(value: str) -> str:
     # ipaddress's own messages repeat the input; ours must not (the key may be secret).
     try:
@@ -78,7 +95,7 @@ def _cidr(value: str) -> str:
     try:
         ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise ValueError("a CIDR such as 10.0.0.0/16 or 2001:db8::/32") from None
+        raise ValueError(_cidr_problem(value)) from None
     raise ValueError(
         "a CIDR with no host bits set: written with the range's first address, e.g. 10.0.0.0/16"
     )
@@ -141,15 +158,16 @@ class Region(ConfigModel):
     @model_validator(mode="after")
     def _consistent(self) -> Region:
         if self.key.split("-")[0] != self.location:
-            raise ValueError(
-                f"key {self.key!r} must start with its location {self.location!r} "
+            raise FieldError(
+                "key",
+                f"must start with its location {self.location!r} "
                 f"(e.g. {self.location} or {self.location}-2), so the key names where the "
-                "servers are"
+                "servers are",
             )
         if self.role == "primary" and self.index != 0:
-            raise ValueError(f"index {self.index}: the primary region has index 0")
+            raise FieldError("index", "the primary region has index 0")
         if self.role == "secondary" and self.index == 0:
-            raise ValueError("index 0 is the primary's; a secondary takes 1 or more")
+            raise FieldError("index", "index 0 is the primary's; a secondary takes 1 or more")
         return self
 
 
@@ -674,20 +692,110 @@ def _as_typed(loc: Sequence[int | str], raw: Mapping[str, Any]) -> list[int | st
     return typed
 
 
+def _model_of(annotation: object) -> type[ConfigModel] | None:
+    """The config model inside a field's type (`Network`, `list[X] | None`, `Annotated[...]`)."""
+    if isinstance(annotation, type) and issubclass(annotation, ConfigModel):
+        return annotation
+    return next((m for arg in get_args(annotation) if (m := _model_of(arg)) is not None), None)
+
+
+def _field_at(loc: Sequence[int | str]) -> tuple[type[ConfigModel] | None, str | None]:
+    """The model holding the key at `loc` (in typed words) and that key's field name."""
+    model: type[ConfigModel] | None = StackConfig
+    field: str | None = None
+    for part in loc:
+        if model is None:
+            return None, None
+        if isinstance(part, int):
+            continue
+        by_key = {(info.alias or name): name for name, info in model.model_fields.items()}
+        field = by_key.get(part, part if part in model.model_fields else None)
+        if part is loc[-1]:
+            return model, field
+        if field is None:
+            return None, None
+        model = _model_of(model.model_fields[field].annotation)
+    return model, field
+
+
+def _unknown_key(loc: Sequence[int | str]) -> str:
+    """`unknown key`, with the nearest known key when one is close (a typo)."""
+    model, _ = _field_at(loc)
+    known = [info.alias or name for name, info in model.model_fields.items()] if model else []
+    typed = str(loc[-1]) if loc else ""
+    lowered = {key.lower(): key for key in known}
+    near = difflib.get_close_matches(typed.lower(), list(lowered), n=1, cutoff=0.6)
+    if near:
+        return f"unknown key: did you mean {lowered[near[0]]}? Otherwise remove it"
+    listed = f" (known here: {', '.join(known)})" if known else ""
+    return f"unknown key; remove it{listed}"
+
+
+def _example(loc: Sequence[int | str]) -> str | None:
+    """The example a field's description gives (`e.g. v1.33.13+k3s2`), if any."""
+    model, field = _field_at(loc)
+    if model is None or field is None:
+        return None
+    found = re.search(r"e\.g\. ([^\s;,]+)", model.model_fields[field].description or "")
+    return found.group(1).rstrip(".)") if found else None
+
+
+def _instead(item: Mapping[str, Any], loc: Sequence[int | str], value: object) -> str:
+    """What to write, for pydantic's type errors: its own words say what the input is not."""
+    key = str(next((part for part in reversed(loc) if isinstance(part, str)), ""))
+    kind = str(item["type"])
+    ctx = cast(Mapping[str, Any], item.get("ctx") or {})
+    if kind == "string_type":
+        example = _example(loc) or (str(value) if value is not _MISSING else "...")
+        return (
+            f"text: write it in quotes, e.g. {key}: {json.dumps(example)} (YAML reads an "
+            "unquoted 1.33 or true as a number or a boolean)"
+        )
+    if kind in ("list_type", "tuple_type", "set_type"):
+        item_text = json.dumps(value if value is not _MISSING else "...", default=str)
+        return f"a list, even of one item: {key}: [{item_text}] (or one '- item' line each)"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"a mapping of keys, one 'name: value' line each, indented under {key}:"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return "a whole number without quotes, e.g. 3"
+    if kind in ("bool_type", "bool_parsing"):
+        return "true or false, without quotes"
+    if kind == "literal_error":
+        return f"one of {ctx.get('expected', '')}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = next((ctx[k] for k in ("ge", "gt", "le", "lt") if k in ctx), "")
+        words = {
+            "greater_than_equal": "at least",
+            "greater_than": "more than",
+            "less_than_equal": "at most",
+            "less_than": "less than",
+        }
+        return f"a number {words[kind]} {bound}"
+    if kind == "too_short":
+        return f"at least {ctx.get('min_length', 1)} item(s)"
+    if kind == "too_long":
+        return f"at most {ctx.get('max_length', '')} item(s)"
+    return str(item["msg"]).removeprefix("Value error, ")
+
+
 def _problems(
     err: ValidationError, raw: Mapping[str, Any], secret_keys: frozenset[str]
 ) -> list[Problem]:
     problems: list[Problem] = []
     for item in err.errors(include_url=False):
         loc = _as_typed([part for part in item["loc"] if part not in ("function-after",)], raw)
+        cause = cast(Mapping[str, object], item.get("ctx") or {}).get("error")
+        if isinstance(cause, FieldError):
+            # A check across an object's keys: report the key it names, not the whole object.
+            loc = [*loc, to_camel(cause.field)]
         value = _lookup(raw, loc)
         if item["type"] == "missing":
             shown, allowed = "(not set)", "required"
         elif item["type"] == "extra_forbidden":
-            shown, allowed = _show(value), "unknown key (a typo?); remove it"
+            shown, allowed = _show(value), _unknown_key(loc)
         else:
             shown = "(not set)" if value is _MISSING else _show(value)
-            allowed = str(item["msg"]).removeprefix("Value error, ")
+            allowed = _instead(item, loc, value)
         if "PRIVATE KEY" in shown or (loc and str(loc[0]) in secret_keys):
             # An error message must never carry a secret into logs or PR comments, not even
             # where a validator's text quotes the value or a part of it.

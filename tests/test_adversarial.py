@@ -30,6 +30,9 @@ FULL = {
     stack: parse_config(raw, stack).model_dump(by_alias=True, mode="json")
     for stack, raw in BASES.items()
 }
+# Settings of the vCluster a role never runs are refused (checks/preflight.py, DoD A4): the
+# primary's tree has no RTZ, the secondary's no MGMT.
+del FULL["primary"]["vclusters"]["rtz"], FULL["secondary"]["vclusters"]["mgmt"]
 
 
 def leaf_paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:

@@ -47,7 +47,7 @@ def test_every_invalid_key_is_listed_at_once_by_path() -> None:
         in message
     )
     assert (
-        "sovereign:region.location = 'us-east-1': Input should be 'fsn1', 'nbg1', 'hel1', 'ash', 'hil' or 'sin'"
+        "sovereign:region.location = 'us-east-1': one of 'fsn1', 'nbg1', 'hel1', 'ash', 'hil' or 'sin'"
         in message
     )
     assert (
@@ -58,8 +58,14 @@ def test_every_invalid_key_is_listed_at_once_by_path() -> None:
 
 def test_unknown_keys_are_errors_so_typos_surface() -> None:
     message, _ = refused({"controlPlane": {"serverTyp": "cpx31"}, "vclusterz": {}})
-    assert "sovereign:controlPlane.serverTyp = 'cpx31': unknown key (a typo?); remove it" in message
-    assert "sovereign:vclusterz = {}: unknown key (a typo?); remove it" in message
+    assert (
+        "sovereign:controlPlane.serverTyp = 'cpx31': unknown key: did you mean serverType? "
+        "Otherwise remove it" in message
+    )
+    assert (
+        "sovereign:vclusterz = {}: unknown key: did you mean vclusters? Otherwise remove it"
+        in message
+    )
 
 
 def test_missing_objects_are_named() -> None:
@@ -70,8 +76,8 @@ def test_missing_objects_are_named() -> None:
 
 def test_wrong_types_are_reported_with_their_value() -> None:
     message, _ = refused({"region": {"index": "first"}, "controlPlane": {"protect": "maybe"}})
-    assert "sovereign:region.index = 'first': Input should be a valid integer" in message
-    assert "sovereign:controlPlane.protect = 'maybe': Input should be a valid boolean" in message
+    assert "sovereign:region.index = 'first': a whole number without quotes" in message
+    assert "sovereign:controlPlane.protect = 'maybe': true or false, without quotes" in message
 
 
 def test_ssh_sources_left_out_are_refused_like_an_empty_list() -> None:
@@ -115,13 +121,13 @@ def test_public_key_shapes() -> None:
 @pytest.mark.parametrize(
     ("region", "fragment"),
     [
-        ({"role": "primary", "index": 1}, "index 1: the primary region has index 0"),
+        ({"role": "primary", "index": 1}, "region.index = 1: the primary region has index 0"),
         ({"role": "secondary", "index": 0}, "index 0 is the primary's"),
-        ({"key": "nbg1"}, "key 'nbg1' must start with its location 'fsn1'"),
+        ({"key": "nbg1"}, "region.key = 'nbg1': must start with its location 'fsn1'"),
         ({"key": "Fsn1"}, "a location (fsn1, nbg1, hel1, ash, hil, sin) with an optional ordinal"),
         ({"key": "fsn"}, "a location (fsn1, nbg1, hel1, ash, hil, sin) with an optional ordinal"),
         ({"fqdn": "localhost"}, "a lower-case DNS name with at least two labels"),
-        ({"index": 54}, "Input should be less than or equal to 53"),
+        ({"index": 54}, "region.index = 54: a number at most 53"),
     ],
 )
 def test_region_consistency(region: dict[str, object], fragment: str) -> None:
@@ -267,7 +273,7 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"network": {"cidr": "10.0.0.0/33"}},
-        "sovereign:network.cidr = '10.0.0.0/33': a CIDR such as 10.0.0.0/16",
+        "sovereign:network.cidr = '10.0.0.0/33': the prefix length is out of range: an IPv4 range takes /0 to /32",
     ),
     # k3s single-stack IPv4 ranges and their sizes.
     (
@@ -314,7 +320,7 @@ REFUSALS: list[tuple[dict[str, Any], str]] = [
     ),
     (
         {"access": {"apiAllowedCidrs": []}},
-        "sovereign:access.apiAllowedCidrs = []: List should have at least 1 item",
+        "sovereign:access.apiAllowedCidrs = []: at least 1 item(s)",
     ),
     # Names that become label values and Hetzner names.
     (

@@ -12,8 +12,6 @@ import io
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -144,6 +142,7 @@ def run(
         err=err,
         workspace=factory,
         plan=plan,
+        environ={"HCLOUD_TOKEN": "t"},
     )
     return code, out.getvalue(), err.getvalue(), fake
 
@@ -228,7 +227,11 @@ def test_a_failed_primary_skips_the_secondaries_of_an_up(fleet: Path) -> None:
     assert code == 1
     assert ws.started() == ["primary"]
     assert row(out, "region-03")[1] == "skipped"
-    assert "primary primary failed; secondaries read its outputs" in out
+    assert (
+        "not started: the primary region's stack failed and a secondary reads its outputs "
+        "(--keep-going starts them anyway)" in out
+    )
+    assert "primary primary" not in out
 
 
 def test_keep_going_and_preview_run_the_secondaries_after_a_failed_primary(fleet: Path) -> None:
@@ -280,22 +283,33 @@ def test_drift_exits_3_when_a_stack_differs_from_the_cloud(fleet: Path) -> None:
     assert row(out, "region-02")[3:5] == ["update", "1"]
 
 
-def test_without_the_pulumi_cli_it_says_so_without_a_traceback(fleet: Path) -> None:
-    empty = fleet / "no-cli"
-    empty.mkdir()
-    env = {**os.environ, "PATH": str(empty)}
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.fleet", "up", "--all", "--dir", str(fleet)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+def test_without_the_pulumi_cli_a_failed_install_says_so_without_a_traceback(
+    fleet: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools import pulumi_cli
+    from tools.fleet import AutomationWorkspace
+
+    def offline(version: str, root: Path) -> None:
+        raise OSError("curl: (6) Could not resolve host")
+
+    monkeypatch.setenv("PATH", str(fleet / "no-cli"))
+    monkeypatch.setattr(pulumi_cli, "INSTALL_DIR", str(fleet / "cli"))
+    monkeypatch.setattr(pulumi_cli, "install", offline)
+    err = io.StringIO()
+    code = main(
+        ["up", "--all", "--dir", str(fleet)],
+        out=io.StringIO(),
+        err=err,
+        workspace=AutomationWorkspace,
+        environ={"HCLOUD_TOKEN": "t"},
     )
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("sovereign up: the Pulumi CLI (`pulumi`) is not on PATH")
-    assert "https://www.pulumi.com/docs/install/" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert code == 2
+    assert err.getvalue().startswith("sovereign up: could not install the Pulumi CLI "), (
+        err.getvalue()
+    )
+    assert "Could not resolve host" in err.getvalue()
+    assert "https://www.pulumi.com/docs/install/" in err.getvalue()
+    assert "Traceback" not in err.getvalue()
     assert not (fleet / ".fleet-logs").exists()
 
 

@@ -581,6 +581,8 @@ def live_fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         fake.write_text(FAKE_PULUMI % {"second": second_role, "third_pod": third_pod})
         fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
         monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        # The fake on PATH, not a CLI this checkout may have installed for itself.
+        monkeypatch.setattr("tools.pulumi_cli.INSTALL_DIR", str(tmp_path / "cli"))
         fleet = tmp_path / "fleet"
         fleet.mkdir(exist_ok=True)
         for stack in stacks:
@@ -620,8 +622,11 @@ def test_live_reports_a_stack_that_is_not_deployed(live_fleet) -> None:
 def test_live_without_the_pulumi_cli_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from tools import pulumi_cli
+
     (tmp_path / "Pulumi.primary.yaml").write_text("config: {}\n")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(pulumi_cli, "INSTALL_DIR", str(tmp_path / "cli"))
     code, _, err = cli("--all", "--live", "--dir", str(tmp_path))
-    assert code == 1
-    assert "the Pulumi CLI is not on PATH" in err
+    assert code == 2
+    assert "the Pulumi CLI is not installed" in err

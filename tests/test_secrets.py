@@ -141,7 +141,7 @@ def test_secret_values_stay_hidden_even_inside_validator_messages() -> None:
     assert "sovereign:region = [redacted]" in message
     assert "nbg1" not in message
     assert "10.0.9.1" not in message
-    assert "sovereign:region = [redacted]: key '[redacted]' must start with its location" in message
+    assert "sovereign:region.key = [redacted]: must start with its location '[redacted]'" in message
 
 
 def test_a_designated_secret_key_is_read_only_as_a_pulumi_secret(

@@ -144,9 +144,7 @@ def test_quota_inputs_are_typed_per_key() -> None:
     )
     assert run.registrations == []
     message = str(run.error)
-    assert "sovereign:vclusters.dmz.quota.pods = 0: Input should be greater than or equal to 1" in (
-        message
-    )
+    assert "sovereign:vclusters.dmz.quota.pods = 0: a number at least 1" in (message)
     assert "sovereign:vclusters.dmz.quota.limitsCpu = 'lots': a Kubernetes quantity" in message
     ok = evaluate("primary", {"vclusters": {"dmz": {"quota": {"requestsCpu": "1500m"}}}})
     assert ok.error is None, ok.error

@@ -64,7 +64,7 @@ def test_pod_security_labels_are_typed_inputs() -> None:
     message = str(bad.error)
     assert (
         "sovereign:vclusters.rtz.podSecurity.enforce = 'strict': "
-        "Input should be 'privileged', 'baseline' or 'restricted'"
+        "one of 'privileged', 'baseline' or 'restricted'"
     ) in message
     assert (
         "sovereign:vclusters.rtz.podSecurity.version = '1.31': `latest` or a Kubernetes minor"

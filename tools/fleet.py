@@ -37,7 +37,6 @@ import argparse
 import contextlib
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -54,7 +53,7 @@ from typing import Any, Final, Literal, Protocol, TextIO, cast
 import yaml
 
 from tools import stack_secrets
-from tools.stacks import ROOT, stack_names
+from tools.stacks import ROOT, PlanError, stack_names
 
 Operation = Literal["up", "preview", "drift"]
 OPERATIONS: Final[tuple[Operation, ...]] = ("up", "preview", "drift")
@@ -151,13 +150,6 @@ class StackMissingError(Exception):
     def __init__(self, stack: str) -> None:
         super().__init__(f"stack {stack} is not in the backend")
         self.stack = stack
-
-
-MISSING_CLI: Final = (
-    "the Pulumi CLI (`pulumi`) is not on PATH: the fleet commands drive it through Pulumi's "
-    "Automation API. Install it (https://www.pulumi.com/docs/install/) and run again; "
-    "`./sovereign plan --all` checks the fleet offline without it."
-)
 
 
 def _counts(raw: Mapping[Any, Any] | None) -> dict[str, int]:
@@ -306,15 +298,26 @@ class AutomationWorkspace:
     """
 
     def __init__(self, work_dir: Path, secrets_provider: str = "passphrase") -> None:
-        if shutil.which("pulumi") is None:
-            raise FleetError(MISSING_CLI)
         from pulumi import automation as auto
 
+        from tools import pulumi_cli
+
+        try:
+            # The pinned CLI, installed into the repository when there is none.
+            cli = pulumi_cli.locate(
+                installer=pulumi_cli.install,
+                say=lambda text: print(text, file=sys.stderr, flush=True),
+            )
+        except pulumi_cli.CliError as err:
+            raise FleetError(str(err)) from None
         self._auto = auto
         self._work_dir = work_dir
         self._processes = CliProcesses()
-        # One version check for the whole fleet, not one `pulumi version` per stack.
-        self._command = interruptible_command(auto, self._processes)()
+        try:
+            # One version check for the whole fleet, not one `pulumi version` per stack.
+            self._command = interruptible_command(auto, self._processes)(root=str(cli.root))
+        except Exception as err:  # too old for the Automation API, or not runnable
+            raise FleetError(f"the Pulumi CLI {cli.path} cannot be used: {err}") from None
         self._secrets_provider = secrets_provider
 
     def stack(self, name: str, *, create: bool) -> FleetStack:
@@ -580,7 +583,8 @@ def run_fleet(
             runs.append(first)
             if first.result == "failed" and op == "up" and not keep_going:
                 reason = (
-                    f"primary {first.stack} failed; secondaries read its outputs (--keep-going)"
+                    "not started: the primary region's stack failed and a secondary reads its "
+                    "outputs (--keep-going starts them anyway)"
                 )
                 return runs + [
                     StackRun(s, "skipped", 0.0, detail=reason) for s in selection.secondaries
@@ -698,7 +702,7 @@ def select(directory: Path, names: Sequence[str] | None) -> Selection:
     for stack in every:
         try:
             cfg = parse(stack_config(stack, directory), stack)
-        except RunError as err:
+        except (RunError, PlanError) as err:
             problems.append(str(err))
             continue
         summaries.append(summary_of(cfg, stack))
@@ -715,6 +719,31 @@ def select(directory: Path, names: Sequence[str] | None) -> Selection:
     return Selection(
         primaries[0] if primaries else None,
         tuple(s for s in chosen if roles[s] != "primary"),
+    )
+
+
+def token_problem(directory: Path, stacks: Sequence[str], environ: Mapping[str, str]) -> str | None:
+    """Which stacks have no Hetzner token, before anything starts (None: every one has one).
+
+    The token comes from HCLOUD_TOKEN or the stack's own `hcloud:token` (a `secure:` value in
+    its file, set by `pulumi config set --secret`); without either, the first stack would fail
+    minutes in, at its first Hetzner call.
+    """
+    from tools.stacks import read_stack_file
+
+    if environ.get("HCLOUD_TOKEN"):
+        return None
+    missing = [
+        stack
+        for stack in stacks
+        if "hcloud:token"
+        not in (read_stack_file(directory / f"Pulumi.{stack}.yaml").get("config") or {})
+    ]
+    if not missing:
+        return None
+    return (
+        f"no Hetzner Cloud token for {', '.join(missing)}: set HCLOUD_TOKEN, or per stack "
+        "pulumi config set --secret hcloud:token <token> --stack <stack>"
     )
 
 
@@ -762,6 +791,7 @@ def main(
     err: TextIO | None = None,
     workspace: WorkspaceFactory = AutomationWorkspace,
     plan: OfflinePlan = offline_plan,
+    environ: Mapping[str, str] | None = None,
 ) -> int:
     stdout = out or sys.stdout
     stderr = err or sys.stderr
@@ -772,7 +802,8 @@ def main(
         stderr.write("--concurrency must be 1 or more\n")
         return 2
     try:
-        engine = workspace(args.dir, args.secrets_provider)
+        # Every stack file read and validated first: a broken one is named by file and line.
+        selection = select(args.dir, names)
         # Before any stack is selected: nothing reaches the backend with an empty passphrase.
         refused = stack_secrets.problems(
             names or stack_names(args.dir),
@@ -782,15 +813,18 @@ def main(
         )
         if refused:
             raise FleetError("\n".join(refused))
-        selection = select(args.dir, names)
-    except FleetError as problem:
+        order = ([selection.primary] if selection.primary else []) + list(selection.secondaries)
+        no_token = token_problem(args.dir, order, environ if environ is not None else os.environ)
+        if no_token is not None:
+            raise FleetError(no_token)
+        engine = workspace(args.dir, args.secrets_provider)
+    except (FleetError, PlanError) as problem:
         stderr.write(f"sovereign {op}: {problem}\n")
         return 2
     concurrency = args.concurrency or default_concurrency()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     log_dir = args.log_dir or args.dir / ".fleet-logs" / f"{stamp}-{op}"
     console = Console(stdout)
-    order = ([selection.primary] if selection.primary else []) + list(selection.secondaries)
     console.line(
         f"sovereign {op}: {len(order)} stack(s), primary first, then up to {concurrency} at a "
         f"time: {', '.join(order)}"

@@ -12,17 +12,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import gc
 import importlib.metadata
+import inspect
 import json
+import logging
 import runpy
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pulumi
-import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import resource as pulumi_resource
@@ -318,10 +320,12 @@ def stack_config(stack: str, directory: Path | None = None) -> dict[str, Any]:
 
     `directory` holds the stack files (default: the project root); `plan --all --dir` uses it.
     """
-    doc = yaml.safe_load(((directory or ROOT) / f"Pulumi.{stack}.yaml").read_text())
+    from tools.stack_file import read_stack_file
+
+    doc = read_stack_file((directory or ROOT) / f"Pulumi.{stack}.yaml")
     return {
         key.removeprefix("sovereign:"): value
-        for key, value in doc["config"].items()
+        for key, value in cast(dict[str, Any], doc.get("config") or {}).items()
         if key.startswith("sovereign:")
     }
 
@@ -419,6 +423,7 @@ def evaluate(
         project="sovereign",
         stack=stack,
         preview=False,
+        logger=_recording_logger(run),
         monitor=RecordingMonitor(mocks, run),
     )
     root = pulumi_settings.get_root_resource()
@@ -445,8 +450,25 @@ def evaluate(
     finally:
         if walk is not None:
             pulumi_resource._get_stack_trace = walk  # pyright: ignore[reportPrivateUsage]
-        _cancel_leftover_tasks()
+        _cancel_leftover_tasks(failed=run.error is not None)
     return run
+
+
+class _LogRecorder(logging.Handler):
+    def __init__(self, run: Run) -> None:
+        super().__init__(logging.INFO)
+        self.run = run
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.run.logs.append(f"{record.levelname.lower()}: {record.getMessage()}")
+
+
+def _recording_logger(run: Run) -> logging.Logger:
+    """The program's `pulumi.log` messages go into `run.logs`, not to the terminal: the caller
+    shows them (the plan once per fleet, not once per stack), as the CLI would under the stack."""
+    logger = logging.Logger(f"sovereign.mockrun.{run.stack}", logging.INFO)
+    logger.addHandler(_LogRecorder(run))
+    return logger
 
 
 def _no_stack_trace() -> source_pb2.StackTrace:
@@ -459,7 +481,7 @@ def _no_stack_trace() -> source_pb2.StackTrace:
     return source_pb2.StackTrace()
 
 
-def _cancel_leftover_tasks() -> None:
+def _cancel_leftover_tasks(*, failed: bool) -> None:
     """Forget what a failed run left behind (say, resources gated on a failed fleet check).
 
     The mocks reuse one event loop and the SDK's global set of output tasks, which `set_mocks`
@@ -475,6 +497,18 @@ def _cancel_leftover_tasks() -> None:
     settings = pulumi_settings.SETTINGS
     with settings.lock:
         settings.outputs.clear()
+    # Outputs of the resources a failed run never registered hold coroutines nothing will
+    # await (`Output.future`, `Output.is_known`); left to the garbage collector, each becomes a
+    # "coroutine ... was never awaited" RuntimeWarning in whichever test runs next. Closing
+    # them here ends them where they were abandoned.
+    if failed:
+        for obj in gc.get_objects():
+            if (
+                inspect.iscoroutine(obj)
+                and obj.__qualname__.startswith("Output.")
+                and inspect.getcoroutinestate(obj) == inspect.CORO_CREATED
+            ):
+                obj.close()
     # The failed run's error is in `Run.error`; the futures that also held it are not news.
     loop.set_exception_handler(_quiet_run_errors)
 

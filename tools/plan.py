@@ -487,6 +487,8 @@ def _write(path: Path, text: str) -> None:
 def _cmd_plan(args: argparse.Namespace, streams: Streams) -> int:
     directory = Path(args.dir) if args.dir else ROOT
     cfg, run = evaluate_stack(args.stack, directory)
+    for line in run.logs:
+        streams.err.write(f"{line}\n")
     plan = build_plan(cfg, run)
     text = dumps(plan)
     target = args.json or str(ROOT / "plans" / f"{args.stack}.json")

@@ -48,6 +48,26 @@ class StackResult:
     stack: str
     summary: StackSummary | None
     error: str | None
+    # The program's warnings (`pulumi.log.warn`), e.g. a Kubernetes minor past its support.
+    logs: tuple[str, ...] = ()
+
+
+def shared_warnings(results: Sequence[StackResult]) -> list[str]:
+    """Each warning once, naming every stack it came from: the program writes `stack NAME: ...`
+    and a fleet of stacks on one k3s pin would otherwise repeat the same notice per stack."""
+    stacks_of: dict[str, list[str]] = {}
+    for result in results:
+        for line in result.logs:
+            level, _, text = line.partition(": ")
+            prefix = f"stack {result.stack}: "
+            key = f"{level}: {text.removeprefix(prefix)}"
+            stacks_of.setdefault(key, []).append(result.stack)
+    lines: list[str] = []
+    for key, stacks in stacks_of.items():
+        level, _, text = key.partition(": ")
+        label = "stack" if len(stacks) == 1 else "stacks"
+        lines.append(f"{level}: {label} {', '.join(stacks)}: {text}")
+    return lines
 
 
 def summarize_stack(stack: str, directory: Path) -> StackResult:
@@ -74,10 +94,11 @@ def summarize_stack(stack: str, directory: Path) -> StackResult:
     except RunError as err:
         return StackResult(stack, None, str(err))
     run = evaluate(stack, raw=raw, directory=directory)
+    logs = tuple(run.logs)
     if isinstance(run.error, FleetError):
-        return StackResult(stack, summary_of(cfg, stack), None)
+        return StackResult(stack, summary_of(cfg, stack), None, logs)
     if run.error is not None:
-        return StackResult(stack, None, str(run.error))
+        return StackResult(stack, None, str(run.error), logs)
     vclusters = tuple(str(v) for v in as_list(run.outputs.get("vclusters")) or [])
     summary = StackSummary(
         stack=stack,
@@ -88,7 +109,7 @@ def summarize_stack(stack: str, directory: Path) -> StackResult:
         pod_cidr=cfg.pod_cidr,
         service_cidr=cfg.service_cidr,
     )
-    return StackResult(stack, summary, None)
+    return StackResult(stack, summary, None, logs)
 
 
 _frozen: list[bool] = []
@@ -167,12 +188,7 @@ def live_summary(stack: str, directory: Path, pulumi: str) -> StackResult:
     return StackResult(stack, summary_from_outputs(stack, outputs), None)
 
 
-def live_fleet(stacks: Sequence[str], directory: Path) -> list[StackResult]:
-    pulumi = shutil.which("pulumi")
-    if pulumi is None:
-        return [
-            StackResult(s, None, "the Pulumi CLI is not on PATH (needed by --live)") for s in stacks
-        ]
+def live_fleet(stacks: Sequence[str], directory: Path, pulumi: str) -> list[StackResult]:
     # Each call waits on the backend, not the CPU: threads overlap them.
     with ThreadPoolExecutor(max_workers=min(8, max(1, len(stacks)))) as pool:
         return list(pool.map(partial(live_summary, directory=directory, pulumi=pulumi), stacks))
@@ -216,11 +232,21 @@ def run_fleet(
 
     stacks = stack_names(directory)
     if live:
-        results = live_fleet(stacks, directory)
+        from tools.pulumi_cli import CliError, locate
+
+        try:
+            # A missing tool, said once: not a problem of every stack in the fleet.
+            cli = locate(installer=None)
+        except CliError as error:
+            err.write(f"plan --all --live reads the deployed stacks' outputs: {error}\n")
+            return 2
+        results = live_fleet(stacks, directory, str(cli.path))
     else:
         results = evaluate_fleet(stacks, directory, jobs, standalone=standalone)
     summaries = [r.summary for r in results if r.summary is not None]
     errors = [r.error for r in results if r.error is not None]
+    for line in shared_warnings(results):
+        err.write(f"{line}\n")
     source = "deployed outputs" if live else "offline evaluation"
     out.write(f"sovereign fleet: {len(stacks)} stack(s) in {directory} ({source})\n")
     if summaries:

@@ -5,19 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from tools.stack_file import PlanError, read_stack_file
+
+__all__ = ["ROOT", "PlanError", "evaluate_stack", "read_stack_file", "require_stack", "stack_names"]
+
 if TYPE_CHECKING:
     from config.models import StackConfig
     from tools.mockrun import Run
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-
-
-class PlanError(Exception):
-    """A plan could not be produced; the message is for the user (no traceback)."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def stack_names(directory: Path) -> list[str]:
