@@ -805,6 +805,25 @@ def _problems(
     return problems
 
 
+def _encrypted(value: object, loc: list[int | str]) -> list[list[int | str]]:
+    """Where `value` holds a stack file's `secure:` object (an encrypted value, as read from
+    the file). Pulumi decrypts these before the program reads its config, so only a reader of
+    the file itself, the offline plan, ever sees one."""
+    if isinstance(value, Mapping):
+        mapping = cast(Mapping[str, object], value)
+        if set(mapping) == {"secure"} and isinstance(mapping["secure"], str):
+            return [loc]
+        return [p for key, item in mapping.items() for p in _encrypted(item, [*loc, key])]
+    if isinstance(value, list):
+        items = cast(list[object], value)
+        return [p for index, item in enumerate(items) for p in _encrypted(item, [*loc, index])]
+    return []
+
+
+def _under(path: str, prefixes: Sequence[str]) -> bool:
+    return any(path == p or path.startswith((f"{p}.", f"{p}[")) for p in prefixes)
+
+
 Check = Callable[["StackConfig"], list[Problem]]
 
 
@@ -832,6 +851,25 @@ def parse_config(
         cfg = StackConfig.model_validate(plain, by_alias=True, by_name=False)
     except ValidationError as err:
         problems += _problems(err, raw, secret_keys)
+    encrypted = [
+        _path(loc)
+        for key, value in plain.items()
+        if key not in secret_keys
+        for loc in _encrypted(value, [key])
+    ]
+    if encrypted:
+        # What the models say about an encrypted value ("not set: required" for every key
+        # inside it) is about ciphertext, not about the user's config: say what it is instead.
+        problems = [p for p in problems if not _under(p.path, encrypted)] + [
+            Problem(
+                path,
+                "(encrypted: a secure: value)",
+                "an encrypted value; the offline plan reads no secrets (no passphrase, no state "
+                "backend), so it cannot check this key or the keys inside it. Keep non-secret "
+                "settings as plain values, or check the stack with `./sovereign preview`",
+            )
+            for path in encrypted
+        ]
     if cfg is not None:
         # A well-formed config is judged across its keys too, so one error lists everything.
         problems += [

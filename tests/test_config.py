@@ -485,3 +485,23 @@ def test_library_messages_never_carry_the_value() -> None:
     allowed = message.split("sovereign:network.cidr = '10.0.7.1/16': ", 1)[1]
     assert "10.0.7.1" not in allowed
     assert "has host bits set" not in message
+
+
+def test_an_encrypted_value_is_named_as_such_not_as_missing_keys() -> None:
+    raw = _merged("primary", {})
+    raw["controlPlane"] = {"secure": "v1:c2VjcmV0Y2lwaGVydGV4dA=="}
+    raw["access"] = {**raw["access"], "sshAllowedCidrs": [{"secure": "v1:AAAA"}]}
+    with pytest.raises(SovereignConfigError) as err:
+        parse_config(raw, "primary")
+    message = str(err.value)
+    # One problem per encrypted value, none about the keys the ciphertext hides.
+    assert "(2 problem(s))" in message
+    assert "required" not in message
+    assert "unknown key" not in message
+    for path in ("sovereign:controlPlane", "sovereign:access.sshAllowedCidrs[0]"):
+        assert (
+            f"  - {path} = (encrypted: a secure: value): an encrypted value; the offline plan "
+            "reads no secrets (no passphrase, no state backend)" in message
+        )
+    assert "c2VjcmV0" not in message
+    assert "v1:AAAA" not in message
