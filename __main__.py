@@ -11,12 +11,14 @@ from checks import versions
 from checks.day2 import live_shape_problems, skew_problems
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
+from checks.upgrades import running_of, step_problems
 from components import cluster_objects
 from components.backups import EtcdBackups, EtcdBackupsArgs
 from components.control_plane import (
     ControlPlane,
     ControlPlaneArgs,
     live_control_plane,
+    recorded_cilium,
     recorded_versions,
 )
 from components.fleet import PrimaryReference, PrimaryReferenceArgs
@@ -38,12 +40,17 @@ cfg = load_config(check=preflight)
 for notice in versions.notices(cfg, datetime.date.today()):
     pulumi.log.warn(f"stack {pulumi.get_stack()}: {notice}")
 name = prefix(cfg)
-# The servers as Hetzner has them now: the k3s version each last received (skew policy) and how
-# cp-1 booted, and how each vCluster runs (root or rootless, which a live vCluster keeps). Read
-# at preview too, so a refused change fails before anything changes.
+# The servers as Hetzner has them now: the k3s and Cilium versions each last received (one
+# supported minor per `up`) and how cp-1 booted, and how each vCluster runs (root or rootless,
+# which a live vCluster keeps). Read at preview too, so a refused change fails before anything
+# changes.
 live = live_control_plane(cfg)
+recorded = recorded_versions(cfg, live)
 skew = [
-    *skew_problems(cfg, recorded_versions(cfg, live)),
+    *(
+        step_problems(cfg, running_of(recorded, recorded_cilium(live)))
+        or skew_problems(cfg, recorded)
+    ),
     *vcluster_mode_problems(cfg, {server: spec.labels for server, spec in live.items()}),
     *live_shape_problems(cfg, {server: spec.labels for server, spec in live.items()}),
 ]

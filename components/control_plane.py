@@ -36,7 +36,13 @@ from render.naming import (
     prefix,
     region_label,
 )
-from render.system_upgrade import VERSION_LABEL_KEY, version_from_label, version_label
+from render.system_upgrade import (
+    CILIUM_LABEL_KEY,
+    VERSION_LABEL_KEY,
+    cilium_from_label,
+    version_from_label,
+    version_label,
+)
 from render.vcluster import mode_labels as vcluster_mode_labels
 
 # Changing any of these makes Hetzner rebuild the server: a silent replacement of a running
@@ -85,6 +91,16 @@ def recorded_versions(cfg: StackConfig, live: LiveServers) -> dict[str, str]:
     versions: dict[str, str] = {}
     for name, server in live.items():
         version = version_from_label(server.labels.get(VERSION_LABEL_KEY, ""))
+        if version is not None:
+            versions[name] = version
+    return versions
+
+
+def recorded_cilium(live: LiveServers) -> dict[str, str]:
+    """server name -> the Cilium chart version the last `up` installed (its label)."""
+    versions: dict[str, str] = {}
+    for name, server in live.items():
+        version = cilium_from_label(server.labels.get(CILIUM_LABEL_KEY, ""))
         if version is not None:
             versions[name] = version
     return versions
@@ -287,8 +303,9 @@ class ControlPlane(pulumi.ComponentResource):
                 placement_group_id=net.placement_group_id,
                 labels={
                     **labels,
-                    # Read back at the next preview: the skew check and how cp-1 booted.
+                    # Read back at the next preview: the upgrade steps and how cp-1 booted.
                     VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
+                    CILIUM_LABEL_KEY: cfg.cilium.version,
                     BOOT_LABEL_KEY: mode,
                     # Read back at the next preview: the endpoint the certificates name.
                     API_ENDPOINT_LABEL_KEY: api_endpoint_label(cfg),

@@ -113,6 +113,15 @@ def crd_objects() -> list[dict[str, Any]]:
 SERVER_PLAN_NAME: Final = "k3s-server"
 # Hetzner label values allow [a-zA-Z0-9._-] only, so the k3s version's '+' becomes '-'.
 VERSION_LABEL_KEY: Final = "openova.io/k3s-version"
+# The Cilium chart version the last `up` installed: preflight reads it back (checks/upgrades.py).
+CILIUM_LABEL_KEY: Final = "openova.io/cilium-version"
+_CILIUM_LABEL = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
+
+
+def cilium_from_label(value: str) -> str | None:
+    return value if _CILIUM_LABEL.fullmatch(value) else None
+
+
 _VERSION = re.compile(r"^v1\.([0-9]+)\.([0-9]+)\+k3s([0-9]+)$")
 _LABEL = re.compile(r"^v1\.([0-9]+)\.([0-9]+)-k3s([0-9]+)$")
 

@@ -52,6 +52,8 @@ def live(stack: str, version: str, boot: str = "init") -> list[dict[str, Any]]:
             "name": f"{region}-cp-{n}",
             "labels": {
                 "openova.io/k3s-version": version.replace("+", "-"),
+                # The Cilium the committed stacks pin: these tests move k3s alone.
+                "openova.io/cilium-version": "1.19.6",
                 BOOT_LABEL_KEY: boot if n == 1 else "join",
                 # Deployed by this program: its vClusters rootless (checks/tenants.py).
                 **{
@@ -125,7 +127,13 @@ def test_a_version_bump_changes_the_plan_not_the_servers() -> None:
     [
         ("v1.33.14+k3s1", "v1.33.13+k3s2", "a downgrade from the deployed v1.33.14+k3s1"),
         ("v1.33.13+k3s3", "v1.33.13+k3s2", "a downgrade"),
-        ("v1.31.4+k3s1", "v1.33.13+k3s2", "skips minor versions from the deployed v1.31.4+k3s1"),
+        (
+            "v1.31.4+k3s1",
+            "v1.33.13+k3s2",
+            # Kubernetes 1.32 is outside cert-manager 1.21's range: no supported step exists.
+            "no sequence of supported one-minor steps leads from k3s v1.31.4+k3s1 with Cilium "
+            "1.19.6 to Kubernetes 1.33",
+        ),
     ],
 )
 def test_skew_is_refused_at_preview_by_key_and_value(
@@ -139,7 +147,7 @@ def test_skew_is_refused_at_preview_by_key_and_value(
     assert run.registrations == [], "refused before any resource"
     message = str(run.error)
     assert f"sovereign:controlPlane.k3sVersion = '{wanted}': {reason}" in message
-    assert "records " + deployed in message
+    assert deployed in message
 
 
 def test_one_minor_up_a_patch_or_the_same_version_is_allowed() -> None:

@@ -1,0 +1,150 @@
+"""A running region reaches a supported Kubernetes one minor at a time, inside the matrix."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from checks.preflight import parse
+from checks.upgrades import LEGACY_CILIUM, NoPathError, Running, path, running_of, step_problems
+from tools.mockrun import ROOT, evaluate, stack_config
+from tools.upgrade_path import main
+
+# Regions deployed before issue 15 run Kubernetes 1.33 with Cilium 1.18.
+OLD = Running("v1.33.13+k3s2", "1.18.12")
+
+
+def live(k3s: str, cilium: str | None, count: int = 3) -> list[dict[str, Any]]:
+    labels: dict[str, str] = {
+        "openova.io/k3s-version": k3s.replace("+", "-"),
+        # The vClusters as they run now (rootless, checks/tenants.py), not what this is about.
+        "openova.io/vcluster-dmz": "rootless",
+        "openova.io/vcluster-rtz": "rootless",
+    }
+    if cilium is not None:
+        labels["openova.io/cilium-version"] = cilium
+    return [
+        {
+            "name": f"omantel-hel1-2-cp-{n}",
+            "labels": {**labels, "openova.io/k3s-boot": "init" if n == 1 else "join"},
+            "deleteProtection": True,
+        }
+        for n in range(1, count + 1)
+    ]
+
+
+def test_the_path_from_cilium_118_on_133_is_cilium_first_then_one_minor_at_a_time() -> None:
+    cfg = parse(stack_config("secondary"), "secondary")
+    steps = path(cfg, OLD, "v1.35.6+k3s1")
+    assert [step.render() for step in steps] == [
+        "sovereign:cilium.version: 1.19.6",
+        "sovereign:controlPlane.k3sVersion: v1.34.9+k3s1",
+        "sovereign:controlPlane.k3sVersion: v1.35.6+k3s1",
+    ]
+    assert [(s.k3s, s.cilium) for s in steps][-1] == ("v1.35.6+k3s1", "1.19.6")
+    assert path(cfg, Running("v1.35.6+k3s1", "1.19.6"), "v1.35.6+k3s1") == []
+    with pytest.raises(NoPathError, match="cannot go back"):
+        path(cfg, Running("v1.35.6+k3s1", "1.19.6"), "v1.34.9+k3s1")
+    with pytest.raises(NoPathError, match=r"to Kubernetes 1\.36"):
+        path(cfg, OLD, "v1.36.2+k3s1")
+
+
+def test_a_region_without_the_cilium_label_runs_the_legacy_line() -> None:
+    assert running_of({"cp-1": "v1.33.13+k3s2"}, {}) == OLD
+    assert LEGACY_CILIUM == "1.18.12"
+    assert running_of({}, {}) is None
+    # Half-way through a Plan the oldest server decides.
+    assert running_of({"a": "v1.34.9+k3s1", "b": "v1.33.13+k3s2"}, {"a": "1.19.6"}) == Running(
+        "v1.33.13+k3s2", "1.19.6"
+    )
+
+
+def test_a_jump_that_skips_a_minor_is_refused_at_preview_naming_the_next_step() -> None:
+    run = evaluate("secondary", live_servers=live("v1.33.13+k3s2", None))
+    assert run.registrations == []
+    message = str(run.error)
+    assert (
+        "sovereign:controlPlane.k3sVersion = 'v1.35.6+k3s1': the region runs k3s v1.33.13+k3s2 "
+        "with Cilium 1.18.12 (server labels); one `up` moves one minor of one of them, inside "
+        "the support matrix, so this is 3 steps away. Next allowed step: "
+        "sovereign:cilium.version: 1.19.6" in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("running", "overrides", "key", "next_step"),
+    [
+        # Both minors at once: Cilium goes first.
+        (
+            ("v1.33.13+k3s2", "1.18.12"),
+            {"controlPlane": {"k3sVersion": "v1.34.9+k3s1"}},
+            "sovereign:controlPlane.k3sVersion = 'v1.34.9+k3s1'",
+            "sovereign:cilium.version: 1.19.6",
+        ),
+        # Kubernetes skipping 1.34.
+        (
+            ("v1.33.13+k3s2", "1.19.6"),
+            {},
+            "sovereign:controlPlane.k3sVersion = 'v1.35.6+k3s1'",
+            "sovereign:controlPlane.k3sVersion: v1.34.9+k3s1",
+        ),
+    ],
+)
+def test_each_refusal_names_the_key_the_versions_and_the_next_step(
+    running: tuple[str, str], overrides: dict[str, Any], key: str, next_step: str
+) -> None:
+    run = evaluate("secondary", overrides, live_servers=live(*running))
+    message = str(run.error)
+    assert key in message
+    assert f"the region runs k3s {running[0]} with Cilium {running[1]}" in message
+    assert f"Next allowed step: {next_step} " in message
+
+
+@pytest.mark.parametrize(
+    ("running", "overrides"),
+    [
+        (("v1.33.13+k3s2", None), {"controlPlane": {"k3sVersion": "v1.33.13+k3s2"}}),
+        (("v1.33.13+k3s2", "1.19.6"), {"controlPlane": {"k3sVersion": "v1.34.9+k3s1"}}),
+        (("v1.34.9+k3s1", "1.19.6"), {}),
+        (("v1.35.6+k3s1", "1.19.6"), {}),
+    ],
+)
+def test_every_step_of_the_path_is_accepted(
+    running: tuple[str, str | None], overrides: dict[str, Any]
+) -> None:
+    run = evaluate("secondary", overrides, live_servers=live(*running))
+    assert run.error is None, run.error
+    for server in run.of_type("hcloud:index/server:Server"):
+        assert server.inputs["labels"]["openova.io/cilium-version"] == "1.19.6"
+
+
+def test_step_problems_leave_a_new_region_and_a_patch_alone() -> None:
+    cfg = parse(stack_config("primary"), "primary")
+    assert step_problems(cfg, None) == []
+    assert step_problems(cfg, Running("v1.35.5+k3s1", "1.19.6")) == []
+
+
+def test_upgrade_path_prints_the_steps_from_the_committed_config(tmp_path: Path) -> None:
+    text = (ROOT / "Pulumi.primary.yaml").read_text()
+    old = text.replace("k3sVersion: v1.35.6+k3s1", "k3sVersion: v1.33.13+k3s2").replace(
+        "config:\n", 'config:\n  sovereign:cilium:\n    version: "1.18.12"\n', 1
+    )
+    (tmp_path / "Pulumi.primary.yaml").write_text(old)
+    out = io.StringIO()
+    code = main(["primary", "--dir", str(tmp_path), "--to", "v1.35.6+k3s1"], out=out)
+    assert code == 0, out.getvalue()
+    assert out.getvalue().splitlines()[2:] == [
+        "  1. sovereign:cilium.version: 1.19.6  (then: k3s v1.33.13+k3s2, Cilium 1.19.6)",
+        "  2. sovereign:controlPlane.k3sVersion: v1.34.9+k3s1  (then: k3s v1.34.9+k3s1, Cilium 1.19.6)",
+        "  3. sovereign:controlPlane.k3sVersion: v1.35.6+k3s1  (then: k3s v1.35.6+k3s1, Cilium 1.19.6)",
+    ]
+    assert out.getvalue().startswith(
+        "primary runs k3s v1.33.13+k3s2 with Cilium 1.18.12 (Pulumi.primary.yaml); target k3s "
+        "v1.35.6+k3s1.\n3 step(s), one `pulumi up` each"
+    )
+    done = io.StringIO()
+    assert main(["primary"], out=done) == 0
+    assert "Nothing to change" in done.getvalue()
