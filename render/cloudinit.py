@@ -16,6 +16,7 @@ import yaml
 
 from config.day2 import OBJECT_STORAGE_HOST
 from config.models import StackConfig
+from config.server_types import CATALOGUE as SERVER_TYPES
 from render.apiserver import (
     AUDIT_POLICY,
     AUDIT_POLICY_PATH,
@@ -31,11 +32,11 @@ from render.metadata_fence import (
     fence_rules,
 )
 from render.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, region_label
+from render.pins import Download, k3s_binary, k3s_installer
 
 # Hetzner refuses user_data above 32 KiB when the server is created.
 USER_DATA_CAP: Final = 32_768
 K3S_TOKEN_LENGTH: Final = 64
-K3S_INSTALL_URL: Final = "https://get.k3s.io"
 API_PORT: Final = 6443
 # k3s runs a node-local API load balancer on every node (agents and servers) at this port;
 # it follows the live set of servers, so it stays correct when one CP of three is down.
@@ -49,6 +50,7 @@ REGISTRIES_PATH: Final = "/etc/rancher/k3s/registries.yaml"
 # sshd keeps the first value it reads and Ubuntu ships 50-cloud-init.conf, so ours sorts first.
 SSHD_DROP_IN_PATH: Final = "/etc/ssh/sshd_config.d/01-sovereign.conf"
 INSTALLER_PATH: Final = "/root/k3s-install.sh"
+BINARY_DOWNLOAD_PATH: Final = "/root/k3s-download"
 PRIVATE_ADDRESS_SCRIPT_PATH: Final = "/usr/local/sbin/sovereign-private-address"
 INSTALL_SCRIPT_PATH: Final = "/usr/local/sbin/sovereign-k3s-install"
 # Runs the address wait before every k3s start, not only on the first boot: a reboot can bring
@@ -173,13 +175,19 @@ log "${{address}} is up on ${{nic}}"
 INSTALL_SCRIPT: Final = r"""#!/bin/bash
 # Written by sovereign cloud-init: install the pinned k3s once the private address is up.
 # Downloads retry every transient failure (refused connection, DNS, timeout, 5xx); the whole
-# download-and-install is retried a bounded number of times, since the upstream installer
-# fetches the k3s binary itself without retrying.
+# download-and-install is retried a bounded number of times. Each download is checked against
+# its sha256 pinned in the program (render/k3s_downloads.yaml) before it is used; a mismatch is
+# not transient and stops the boot at once, naming both digests.
 set -euo pipefail
 
 version={version}
+# install.sh at the release tag (not get.k3s.io) and the release's binary; empty: not pinned.
 url={url}
+url_sha256={url_sha256}
+binary_url={binary_url}
+binary_sha256={binary_sha256}
 installer={installer}
+binary={binary}
 attempts={attempts}
 # The server this one joins (empty on the server that starts the cluster).
 join={join}
@@ -210,17 +218,41 @@ fi
 
 download() {{
   curl -sfL --retry 5 --retry-delay 5 --retry-all-errors --connect-timeout 10 \
-    --max-time 120 -o "$installer" "$url"
+    --max-time 300 -o "$1" "$2"
+}}
+
+verify() {{
+  local got
+  if [[ -z "$2" ]]; then
+    log "WARNING: no sha256 pinned for $3 (./sovereign plan lists it)"
+    return 0
+  fi
+  got="$(sha256sum "$1" | cut -d ' ' -f 1)"
+  if [[ "$got" != "$2" ]]; then
+    log "FAILED: $3 has sha256 ${{got}}, but the program pins $2: not installing it"
+    exit 1
+  fi
+}}
+
+fetch() {{
+  download "$installer" "$url" || return 1
+  verify "$installer" "$url_sha256" "$url"
+  # Without a pinned binary the installer downloads it and checks the release's checksum file.
+  [[ -n "$binary_sha256" ]] || return 0
+  download "$binary" "$binary_url" || return 1
+  verify "$binary" "$binary_sha256" "$binary_url"
+  install -m 0755 "$binary" /usr/local/bin/k3s
 }}
 
 for ((attempt = 1; attempt <= attempts; attempt++)); do
-  if download && INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \
+  if fetch && INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \
+    INSTALL_K3S_SKIP_DOWNLOAD={skip_download} \
     INSTALL_K3S_SKIP_START={skip_start} INSTALL_K3S_SKIP_ENABLE={skip_start} \
     sh "$installer"; then
     log "k3s ${{version}} installed"
     exit 0
   fi
-  log "attempt ${{attempt}}/${{attempts}} to download ${{url}} and install k3s ${{version}} failed"
+  log "attempt ${{attempt}}/${{attempts}} to download and install k3s ${{version}} failed"
   if ((attempt < attempts)); then
     sleep $((attempt * 15))
   fi
@@ -568,6 +600,13 @@ def private_address_script(cfg: StackConfig, node: int) -> str:
     )
 
 
+def k3s_downloads(cfg: StackConfig) -> tuple[Download, Download]:
+    """The installer and the binary every server of the region downloads, with their pins."""
+    version = cfg.control_plane.k3s_version
+    arch = SERVER_TYPES.types[cfg.control_plane.server_type].arch
+    return k3s_installer(version), k3s_binary(version, arch)
+
+
 def install_script(cfg: StackConfig, *, start: bool = True, join: str = "") -> str:
     """Install the pinned k3s after the address wait, retrying transient failures (bounded).
 
@@ -575,11 +614,18 @@ def install_script(cfg: StackConfig, *, start: bool = True, join: str = "") -> s
     for a server that restores etcd first; `join`
     is the URL of the server this one joins, which it waits for first (bounded).
     """
+    version = cfg.control_plane.k3s_version
+    installer, binary = k3s_downloads(cfg)
     return INSTALL_SCRIPT.format(
         skip_start="false" if start else "true",
-        version=shlex.quote(cfg.control_plane.k3s_version),
-        url=shlex.quote(K3S_INSTALL_URL),
+        version=shlex.quote(version),
+        url=shlex.quote(installer.url),
+        url_sha256=shlex.quote(installer.sha256 or ""),
+        binary_url=shlex.quote(binary.url),
+        binary_sha256=shlex.quote(binary.sha256 or ""),
+        skip_download="true" if binary.sha256 else "false",
         installer=shlex.quote(INSTALLER_PATH),
+        binary=shlex.quote(BINARY_DOWNLOAD_PATH),
         attempts=INSTALL_ATTEMPTS,
         address_script=PRIVATE_ADDRESS_SCRIPT_PATH,
         join=shlex.quote(join),

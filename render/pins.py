@@ -138,3 +138,94 @@ def problems(directory: Path) -> list[str]:
         if name not in OWN_FILES and name not in listed:
             found.append(f"{name}: not listed in {MANIFEST} (no provenance)")
     return found
+
+
+# --- k3s downloads: sha256 per k3s release of the installer and the binaries ------------------
+
+K3S_DOWNLOADS_FILE: Final = RENDER_DIR / "k3s_downloads.yaml"
+K3S_REPO: Final = "k3s-io/k3s"
+INSTALLER: Final = "install.sh"
+# The release asset of each Hetzner architecture (config/data/hetzner_server_types.yaml `arch`).
+K3S_BINARY: Final = {"x86": "k3s", "arm64": "k3s-arm64"}
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    """One file a server downloads, with its pinned sha256 (None: not pinned yet)."""
+
+    what: str
+    url: str
+    sha256: str | None
+    source: str | None
+
+
+def _tag(version: str) -> str:
+    # GitHub spells the '+' of k3s tags percent-encoded in download URLs.
+    return version.replace("+", "%2B")
+
+
+@functools.cache
+def k3s_download_pins() -> dict[str, dict[str, dict[str, Any]]]:
+    doc = _as_dict(yaml.safe_load(K3S_DOWNLOADS_FILE.read_text()))
+    return {
+        str(version): {str(name): _as_dict(entry) for name, entry in _as_dict(files).items()}
+        for version, files in _as_dict(doc.get("versions")).items()
+    }
+
+
+def _download(version: str, name: str, url: str) -> Download:
+    entry = k3s_download_pins().get(version, {}).get(name, {})
+    digest = entry.get("sha256")
+    source = entry.get("source")
+    return Download(
+        what=f"k3s {version} {name}",
+        url=url,
+        sha256=str(digest) if digest else None,
+        source=str(source) if source else None,
+    )
+
+
+def k3s_installer(version: str) -> Download:
+    """install.sh at the release's tag: the installer that shipped with this release."""
+    return _download(
+        version,
+        INSTALLER,
+        f"https://raw.githubusercontent.com/{K3S_REPO}/{_tag(version)}/{INSTALLER}",
+    )
+
+
+def k3s_binary(version: str, arch: str) -> Download:
+    name = K3S_BINARY[arch]
+    return _download(
+        version, name, f"https://github.com/{K3S_REPO}/releases/download/{_tag(version)}/{name}"
+    )
+
+
+def unpinned(downloads: list[Download]) -> list[str]:
+    """A warning per download without a sha256 (the plan prints them; `--strict` refuses)."""
+    return [
+        f"{d.what} ({d.url}) has no pinned sha256 in render/{K3S_DOWNLOADS_FILE.name}: the "
+        + (
+            "server runs it unchecked"
+            if d.what.endswith(INSTALLER)
+            else "server checks it only against the release's own checksum file"
+        )
+        + "; fill it with `python -m tools.resolve_pins k3s <version>`"
+        for d in downloads
+        if d.sha256 is None
+    ]
+
+
+# --- images: every image in the rendered objects pinned by digest -----------------------------
+
+DIGEST_MARK: Final = "@sha256:"
+
+
+def unpinned_images(images_by_release: dict[str, list[str]]) -> list[str]:
+    """A warning per rendered image reference that carries no digest (release -> images)."""
+    return [
+        f"image {image} ({release}) is not pinned by digest: a tag can be moved to other bytes"
+        for release, images in images_by_release.items()
+        for image in images
+        if DIGEST_MARK not in image
+    ]

@@ -279,6 +279,13 @@ def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
             outputs[key] = normalise(value)
             public_strings.update(strings(outputs[key]))
     releases, problems = _releases(cfg, run)
+    from render.cloudinit import k3s_downloads
+    from render.pins import unpinned, unpinned_images
+
+    # Downloads and images not pinned yet: warnings here, refused by `--strict`.
+    unpinned_list = unpinned(list(k3s_downloads(cfg))) + unpinned_images(
+        {f"slot {r['slot']:02d} {r['name']}": list(r["images"]) for r in releases}
+    )
     plan: dict[str, Any] = {
         "version": PLAN_VERSION,
         "stack": run.stack,
@@ -295,6 +302,7 @@ def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
         "servers": _servers(cfg, run, names),
         "releases": releases,
         "problems": problems,
+        "unpinned": unpinned_list,
         "vclusters": _vclusters(resources),
         "waves": deploy_waves(
             [
@@ -376,6 +384,12 @@ def summary(plan: Mapping[str, Any]) -> str:
         lines += [f"       {image}" for image in release["images"]]
     lines += ["", "Problems in the rendered and declared objects:"]
     lines += [f"  - {problem}" for problem in plan["problems"]] or ["  (none)"]
+    unpinned_list = plan.get("unpinned", [])
+    lines += [
+        "",
+        f"Unpinned downloads and images ({len(unpinned_list)} warnings; --strict refuses):",
+    ]
+    lines += [f"  - WARNING: {item}" for item in unpinned_list] or ["  (none)"]
     lines += ["", "vClusters (Pod Security level:version):"]
     for vcluster in plan["vclusters"]:
         pss = vcluster["podSecurity"]
@@ -500,6 +514,13 @@ def _cmd_plan(args: argparse.Namespace, streams: Streams) -> int:
         streams.out.write(summary(plan))
         streams.out.write(f"\nwrote {target}\n")
     within_cap = all(server["withinCap"] for server in plan["servers"])
+    if args.strict and plan["unpinned"]:
+        streams.err.write(
+            f"--strict: {len(plan['unpinned'])} download(s) or image(s) are not pinned "
+            "(listed above as WARNING); pin them (render/k3s_downloads.yaml, image digests) "
+            "or run without --strict\n"
+        )
+        return 1
     return 0 if within_cap and not plan["problems"] else 1
 
 
@@ -548,6 +569,11 @@ def _parser() -> argparse.ArgumentParser:
         nargs=2,
         metavar=("OLD", "NEW"),
         help="Markdown diff of OLD.json NEW.json, or of REF STACK (git ref vs working tree)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse any k3s download or image not pinned by sha256/digest (else a warning)",
     )
     parser.add_argument("--all", action="store_true", help="check the fleet of every stack")
     parser.add_argument("--live", action="store_true", help="with --all: deployed stack outputs")
