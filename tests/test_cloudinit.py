@@ -62,6 +62,7 @@ def test_k3s_version_is_pinned_in_the_installer() -> None:
     assert "\nversion=v1.35.6+k3s1\n" in script
     assert (
         'INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \\\n'
+        "    INSTALL_K3S_SKIP_DOWNLOAD=false \\\n"
         '    INSTALL_K3S_SKIP_START=false INSTALL_K3S_SKIP_ENABLE=false \\\n    sh "$installer"'
         in script
     )
@@ -168,9 +169,9 @@ def test_user_data_stays_under_hetzners_cap_with_room_to_spare() -> None:
         c = cfg(stack)
         for node in range(c.control_plane.count):
             size = len(cloudinit.render_user_data(c, node, "255.255.255.255", TOKEN).encode())
-            # A third: the CA files (cp-1), a restore and a registry password come on top
+            # Half: the CA files (cp-1), a restore and a registry password come on top
             # (the worst case, checked at preview).
-            assert size < cloudinit.USER_DATA_CAP / 3
+            assert size < cloudinit.USER_DATA_CAP / 2
 
 
 def test_user_data_over_the_cap_is_refused_at_preview_with_its_size() -> None:
@@ -314,7 +315,7 @@ def test_k3s_download_and_install_retry_transient_failures_within_a_bound() -> N
         assert flag in download
     assert f"\nattempts={cloudinit.INSTALL_ATTEMPTS}\n" in script
     assert "for ((attempt = 1; attempt <= attempts; attempt++)); do" in script
-    assert 'if download && INSTALL_K3S_VERSION="$version"' in script
+    assert 'if fetch && INSTALL_K3S_VERSION="$version"' in script
     assert 'log "FAILED: k3s ${version} not installed after ${attempts} attempts' in script
 
 
