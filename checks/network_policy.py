@@ -13,6 +13,8 @@ Cilium 1.18):
 - Only pod endpoints carry policies here. The other identities are Cilium's reserved
   entities: `world` (with an address, for CIDR rules), `kube-apiserver`, `host`,
   `remote-node` and `ingress` (Gateway and Ingress traffic from Cilium's envoy).
+- Traffic from the local `host` into a pod is always admitted (Cilium's `allow-localhost`
+  default): the kubelet's probes. A `remote-node` gets no such pass.
 - A Kubernetes `ipBlock` matches only `world` addresses (Cilium never matches cluster
   identities by CIDR by default), and a namespace or pod selector only pods.
 
@@ -356,6 +358,8 @@ def _judge(
 ) -> bool:
     if not endpoint.is_pod:
         return True  # entities carry no policy of ours
+    if direction == "ingress" and peer.entity == "host":
+        return True
     mine = [p for p in policies if p.selects(endpoint)]
     for policy in mine:
         if any(r.peer(peer) and r.ports(port, protocol) for r in policy.deny[direction]):

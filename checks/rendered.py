@@ -534,7 +534,30 @@ def rendered_problems(
         *schema_problems(cfg, rendered, declared),
         *quota_fit_problems(cfg, [(r.spec.vcluster, r.objects) for r in rendered]),
         *policy_problems(declared),
+        *request_problems(rendered),
     ]
+
+
+def request_problems(rendered: Sequence[RenderedRelease]) -> list[Problem]:
+    """Every container of every rendered pod asks for CPU and memory: the scheduler places pods
+    by requests and the quotas count them, so a pod without them overstates every node's room."""
+    problems: list[Problem] = []
+    for release in rendered:
+        for pod in pod_templates(release.objects):
+            for key in ("initContainers", "containers"):
+                for index, container in enumerate(_list(pod.spec.get(key))):
+                    asked = _map(_map(_map(container).get("resources")).get("requests"))
+                    missing = [r for r in ("cpu", "memory") if r not in asked]
+                    if missing:
+                        problems.append(
+                            Problem(
+                                _where(release, pod.owner, f"{pod.path}.{key}[{index}]"),
+                                f"requests {dict(asked)}",
+                                f"CPU and memory requests ({' and '.join(missing)} missing); "
+                                "set them in the release's values (render/system_pods.py)",
+                            )
+                        )
+    return problems
 
 
 def policy_problems(declared: Iterable[tuple[str, Mapping[str, Any]]]) -> list[Problem]:

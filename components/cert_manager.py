@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Final
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from components.helm import release
 from config.models import StackConfig
 from render.cert_manager import cert_manager_values
 from render.charts import Chart
+from render.system_pods import system_ingress_policy
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,5 +39,13 @@ class CertManager(pulumi.ComponentResource):
             timeout_seconds=args.cfg.releases.timeout_seconds,
             parent=self,
             depends_on=args.after,
+        )
+        # The namespace is Helm's (create_namespace): its ingress is fenced once it exists.
+        policy = system_ingress_policy("cert-manager")
+        self.ingress_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-ingress",
+            metadata=k8s.meta.v1.ObjectMetaArgs(**policy["metadata"]),
+            spec=policy["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
         )
         self.register_outputs({"status": self.release.status})

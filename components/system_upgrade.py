@@ -12,6 +12,7 @@ import pulumi_kubernetes as k8s
 from config.models import StackConfig
 from render.manifest_files import project_path
 from render.pins import verified
+from render.system_pods import system_ingress_policy
 from render.system_upgrade import controller_objects, release, server_plan
 
 
@@ -51,6 +52,14 @@ class SystemUpgrade(pulumi.ComponentResource):
                 # the controller's objects are updated in place, never deleted and re-created.
                 aliases=[pulumi.Alias(type_="kubernetes:yaml/v2:ConfigFile")],
             ),
+        )
+        # The namespace comes with the controller's objects: its ingress is fenced after them.
+        policy = system_ingress_policy(suc.namespace)
+        self.ingress_policy = k8s.networking.v1.NetworkPolicy(
+            f"{name}-ingress",
+            metadata=k8s.meta.v1.ObjectMetaArgs(**policy["metadata"]),
+            spec=policy["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.controller]),
         )
         plan = server_plan(args.cfg)
         self.plan = k8s.apiextensions.CustomResource(

@@ -7,6 +7,7 @@ from typing import Any, Final
 from config.models import StackConfig
 from render.cloudinit import LOCAL_LB_PORT, api_endpoint
 from render.naming import prefix
+from render.system_pods import cilium_resources
 
 METADATA_CIDR: Final = "169.254.169.254/32"
 
@@ -34,7 +35,14 @@ def cilium_values(cfg: StackConfig) -> dict[str, Any]:
         "ipam": {"mode": "kubernetes"},
         "cluster": {"name": prefix(cfg), "id": cfg.region.index + 1},
         "encryption": {"enabled": cfg.cilium.wireguard, "type": "wireguard"},
-        "operator": {"replicas": 1 if cfg.control_plane.count == 1 else 2},
+        "operator": {
+            "replicas": 1 if cfg.control_plane.count == 1 else 2,
+            **cilium_resources()["operator"],
+        },
+        "resources": cilium_resources()["resources"],
+        "initResources": cilium_resources()["initResources"],
+        # The chart leaves every system pod without requests (render/system_pods.py).
+        "envoy": cilium_resources()["envoy"],
         "gatewayAPI": gateway_api_values(cfg),
     }
 

@@ -19,6 +19,7 @@ import yaml
 from config.models import StackConfig
 from render.manifest_files import documents
 from render.pins import UPSTREAM_DIR
+from render.system_pods import SYSTEM_UPGRADE_CONTROLLER
 
 DATA_FILE: Final = Path(__file__).with_name("system_upgrade.yaml")
 
@@ -101,6 +102,13 @@ def controller_objects() -> list[dict[str, Any]]:
             pod = cast(dict[str, Any], obj.get("spec", {})).get("template", {}).get("spec")
             if isinstance(pod, dict):
                 _retag(cast(dict[str, Any], pod), suc.controller_image, suc.version)
+                # The release's Deployment asks for nothing; the scheduler must see it
+                # (render/system_pods.py).
+                spec = cast(dict[str, Any], pod)
+                for container in cast(list[dict[str, Any]], spec.get("containers") or []):
+                    container.setdefault("resources", {}).setdefault(
+                        "requests", dict(SYSTEM_UPGRADE_CONTROLLER["requests"])
+                    )
             objects.append(obj)
     return objects
 

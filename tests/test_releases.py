@@ -167,7 +167,7 @@ def test_gateway_api_crds_are_applied_before_cilium() -> None:
 
 
 def test_cert_manager_keeps_its_crds(primary: Run) -> None:
-    assert release(primary, "cert-manager")["values"] == {"crds": {"enabled": True, "keep": True}}
+    assert release(primary, "cert-manager")["values"]["crds"] == {"enabled": True, "keep": True}
     assert release(primary, "cert-manager")["createNamespace"] is True
 
 
