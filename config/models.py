@@ -596,6 +596,12 @@ class StackConfig(ConfigModel):
         default=False,
         description="Only to refresh a region whose cluster is gone: drop unreachable objects.",
     )
+    test_run: Annotated[str, AfterValidator(grammar.label_value)] | None = Field(
+        default=None,
+        description="Marks a throwaway region: every Hetzner resource gets the label "
+        "openova.io/test-run=<this>, which the e2e sweep deletes when left over "
+        "(set by ./sovereign e2e).",
+    )
 
     @field_validator("name")
     @classmethod

@@ -26,6 +26,9 @@ def region_label(cfg: StackConfig) -> str:
     return prefix(cfg)
 
 
+TEST_RUN_LABEL_KEY: Final = "openova.io/test-run"
+
+
 def hetzner_labels(cfg: StackConfig, **extra: str) -> dict[str, str]:
     """Labels on every Hetzner resource: which Sovereign, region and role it belongs to."""
     return {
@@ -33,5 +36,7 @@ def hetzner_labels(cfg: StackConfig, **extra: str) -> dict[str, str]:
         REGION_LABEL_KEY: region_label(cfg),
         "openova.io/region-role": cfg.region.role,
         "managed-by": "pulumi",
+        # A throwaway region (./sovereign e2e): its sweep finds leftovers by this label.
+        **({TEST_RUN_LABEL_KEY: cfg.test_run} if cfg.test_run is not None else {}),
         **extra,
     }

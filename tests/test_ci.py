@@ -67,6 +67,7 @@ def test_every_job_that_reads_a_secret_runs_in_an_environment_that_declares_it()
     readers = jobs_reading_secrets(flows)
     assert {(n, j) for n, j, _ in readers} == {
         ("drift.yml", "drift"),
+        ("e2e.yml", "e2e"),
         ("preview.yml", "live"),
         ("up-stack.yml", "up"),
     }
@@ -561,7 +562,13 @@ def github(
     missing: Sequence[str] = (),
 ) -> dict[str, Any]:
     """GitHub's answers (REST shapes) for a repository set up as described, unless told."""
-    branches = {"primary": ["main"], "secondary": ["main"], "drift": ["main"], **(branches or {})}
+    branches = {
+        "primary": ["main"],
+        "secondary": ["main"],
+        "drift": ["main"],
+        "e2e": ["main"],
+        **(branches or {}),
+    }
     envs: list[dict[str, Any]] = []
     answers: dict[str, Any] = {
         f"repos/{REPO}/actions/secrets": {
@@ -569,7 +576,7 @@ def github(
             "secrets": [{"name": n, "created_at": "2026-01-01T00:00:00Z"} for n in repo_secrets],
         }
     }
-    for name in ("preview", "drift", "primary", "secondary"):
+    for name in ("preview", "drift", "e2e", "primary", "secondary"):
         if name in missing:
             continue
         rules: list[dict[str, Any]] = []

@@ -14,14 +14,18 @@ if TYPE_CHECKING:
     from tools.mockrun import Run
 
 ROOT: Final = Path(__file__).resolve().parent.parent
+# Stacks of `./sovereign e2e` are named e2e-<time><random> (tools/e2e.py).
+E2E_PREFIX: Final = "e2e-"
 
 
 def stack_names(directory: Path) -> list[str]:
     """Stacks of a project directory: one `Pulumi.<stack>.yaml` each."""
-    return sorted(
+    names = (
         path.name.removeprefix("Pulumi.").removesuffix(".yaml")
         for path in directory.glob("Pulumi.*.yaml")
     )
+    # A throwaway region `./sovereign e2e --keep` left behind is no region of the fleet.
+    return sorted(name for name in names if not name.startswith(E2E_PREFIX))
 
 
 def require_stack(stack: str, directory: Path) -> None:
