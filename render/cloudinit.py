@@ -506,6 +506,92 @@ def ca_write_files(ca_files: Mapping[str, str]) -> list[dict[str, Any]]:
     ]
 
 
+# k3s renews its 365-day leaf certificates only when it starts and fewer than this many days
+# remain (k3s-io/k3s #12171; docs.k3s.io/cli/certificate "Client and Server Certificates",
+# checked 2026-12-04). A server that never restarts would lose its certificates around day 365.
+K3S_RENEW_WINDOW_DAYS: Final = 120
+K3S_LEAF_DAYS: Final = 365
+# The kubelet's and the agent's client certificates (the same renewal at start).
+K3S_AGENT_DIR: Final = "/var/lib/rancher/k3s/agent"
+CERT_RENEW_SCRIPT_PATH: Final = "/usr/local/sbin/sovereign-k3s-cert-renew"
+CERT_RENEW_UNIT: Final = "sovereign-k3s-cert-renew"
+CERT_RENEW_SERVICE_PATH: Final = f"/etc/systemd/system/{CERT_RENEW_UNIT}.service"
+CERT_RENEW_TIMER_PATH: Final = f"/etc/systemd/system/{CERT_RENEW_UNIT}.timer"
+# One server at a time: each checks on its own day of the month (cp-1 the 1st, cp-2 the 8th,
+# cp-3 the 15th), 03:00 UTC, so no two servers ever restart k3s on the same day.
+CERT_RENEW_DAYS_OF_MONTH: Final = (1, 8, 15)
+CERT_RENEW_TIME: Final = "03:00:00"
+
+CERT_RENEW_SCRIPT: Final = r"""#!/bin/bash
+# Written by sovereign cloud-init: restart k3s when its certificates enter k3s's renewal window.
+# k3s renews its leaf certificates (API server, kubelet, etcd, controller clients) only when it
+# starts with fewer than {window} days left; a quiet server never restarts. Run monthly by
+# {unit}.timer, on a different day on each server.
+set -euo pipefail
+
+tls={tls}
+agent={agent}
+window_seconds=$(({window} * 86400))
+
+log() {{ echo "{unit}: $*" >&2; }}
+
+expiring=""
+while IFS= read -r cert; do
+  if ! openssl x509 -checkend "$window_seconds" -noout -in "$cert" >/dev/null; then
+    expiring="$cert"
+    break
+  fi
+done < <(
+  find "$tls" -name '*.crt' ! -name '*-ca.crt'
+  find "$agent" -maxdepth 1 -name '*.crt' ! -name '*-ca.crt'
+)
+
+if [[ -z "$expiring" ]]; then
+  log "every k3s certificate under ${{tls}} and ${{agent}} is valid for more than {window} days"
+  exit 0
+fi
+log "${{expiring}} expires within {window} days: restarting k3s, which renews its certificates"
+systemctl restart k3s
+log "k3s restarted"
+"""
+
+CERT_RENEW_SERVICE: Final = f"""\
+# Written by sovereign cloud-init.
+[Unit]
+Description=Restart k3s when its certificates are due for renewal
+After=k3s.service
+
+[Service]
+Type=oneshot
+ExecStart={CERT_RENEW_SCRIPT_PATH}
+"""
+
+
+def cert_renew_timer(node: int) -> str:
+    """Monthly, on server `node`'s own day; a missed run (server off) runs at the next boot."""
+    day = CERT_RENEW_DAYS_OF_MONTH[node]
+    return (
+        "# Written by sovereign cloud-init.\n"
+        "[Unit]\n"
+        "Description=Monthly check of the k3s certificates' expiry\n\n"
+        "[Timer]\n"
+        f"OnCalendar=*-*-{day:02d} {CERT_RENEW_TIME} UTC\n"
+        "Persistent=true\n\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+
+
+def cert_renew_script(tls: str = K3S_TLS_DIR, agent: str = K3S_AGENT_DIR) -> str:
+    """The check the timer runs; the server's and the agent's certificate directories by default."""
+    return CERT_RENEW_SCRIPT.format(
+        window=K3S_RENEW_WINDOW_DAYS,
+        unit=CERT_RENEW_UNIT,
+        tls=shlex.quote(tls),
+        agent=shlex.quote(agent),
+    )
+
+
 RESTORE_SCRIPT: Final = r"""#!/bin/bash
 # Written by sovereign cloud-init: restore etcd from an S3 snapshot, and only then start k3s.
 # Every step must succeed. k3s started after a failed restore would come up with a new, empty etcd
@@ -671,10 +757,20 @@ def cloud_config(
     files.append(
         _file(INSTALL_SCRIPT_PATH, install_script(cfg, start=not restoring, join=join), "0700")
     )
+    files += [
+        _file(CERT_RENEW_SCRIPT_PATH, cert_renew_script(), "0700"),
+        _file(CERT_RENEW_SERVICE_PATH, CERT_RENEW_SERVICE, "0644"),
+        _file(CERT_RENEW_TIMER_PATH, cert_renew_timer(node), "0644"),
+    ]
     # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
     # could not bring up the private address or install k3s ends in cloud-init status "error".
     # The fence first: k3s requires it, and no pod may start before it is in place.
-    first = [["systemctl", "restart", "ssh"], ["systemctl", "enable", "--now", FENCE_UNIT]]
+    # The certificate timer too: it only checks expiry until k3s is installed.
+    first = [
+        ["systemctl", "restart", "ssh"],
+        ["systemctl", "enable", "--now", FENCE_UNIT],
+        ["systemctl", "enable", "--now", f"{CERT_RENEW_UNIT}.timer"],
+    ]
     runcmd: list[list[str]] = [*first, [INSTALL_SCRIPT_PATH]]
     if restoring and snapshot is not None and boot.restore_credentials is not None:
         files.append(

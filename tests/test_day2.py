@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import tempfile
@@ -777,3 +778,91 @@ def test_turning_the_api_load_balancer_on_for_a_live_region_is_refused(primary: 
     assert "Keep the API load balancer off" in str(run.error)
     # Unchanged, the same live region goes ahead.
     assert evaluate("primary", live_servers=servers).error is None
+
+
+# Certificates that never lapse (issue 18 §3)
+
+
+def test_every_server_checks_its_certificates_monthly_on_its_own_day(secondary: Run) -> None:
+    days: list[str] = []
+    for n in (1, 2, 3):
+        files = files_of(server(secondary, n))
+        timer = files["/etc/systemd/system/sovereign-k3s-cert-renew.timer"]
+        calendar = next(line for line in timer.splitlines() if line.startswith("OnCalendar="))
+        days.append(calendar)
+        assert "Persistent=true" in timer
+        service = files["/etc/systemd/system/sovereign-k3s-cert-renew.service"]
+        assert "ExecStart=/usr/local/sbin/sovereign-k3s-cert-renew" in service
+        runcmd = yaml.safe_load(server(secondary, n).inputs["userData"])["runcmd"]
+        assert ["systemctl", "enable", "--now", "sovereign-k3s-cert-renew.timer"] in runcmd
+        assert runcmd[-1] == ["/usr/local/sbin/sovereign-k3s-install"], "install stays last"
+    # One server at a time: three different days.
+    assert days == [
+        "OnCalendar=*-*-01 03:00:00 UTC",
+        "OnCalendar=*-*-08 03:00:00 UTC",
+        "OnCalendar=*-*-15 03:00:00 UTC",
+    ]
+
+
+def run_cert_renew(tmp_path: Path, openssl_status: int) -> tuple[int, list[str]]:
+    """The rendered check under real bash, on a fake certificate tree, with stub openssl."""
+    from render.cloudinit import cert_renew_script
+
+    tls, agent = tmp_path / "tls", tmp_path / "agent"
+    (tls / "etcd").mkdir(parents=True)
+    agent.mkdir()
+    for path in (
+        tls / "serving-kube-apiserver.crt",
+        tls / "server-ca.crt",
+        tls / "etcd" / "peer-ca.crt",
+        agent / "client-kubelet.crt",
+    ):
+        path.write_text("PEM")
+    script = tmp_path / "renew.sh"
+    script.write_text(cert_renew_script(str(tls), str(agent)))
+    stubs, log = tmp_path / "bin", tmp_path / "calls"
+    stubs.mkdir()
+    for name, status in (("openssl", openssl_status), ("systemctl", 0)):
+        stub = stubs / name
+        stub.write_text(f'#!/bin/sh\necho "{name} $*" >>"{log}"\nexit {status}\n')
+        stub.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(script)],
+        env={"PATH": f"{stubs}:/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.returncode, log.read_text().splitlines() if log.exists() else []
+
+
+def test_k3s_restarts_only_once_a_certificate_is_in_the_renewal_window(tmp_path: Path) -> None:
+    status, calls = run_cert_renew(tmp_path / "fresh", openssl_status=0)
+    assert status == 0
+    assert not any(call.startswith("systemctl") for call in calls)
+    checked = [call for call in calls if call.startswith("openssl")]
+    assert all("-checkend 10368000" in call for call in checked), "120 days in seconds"
+    assert len(checked) == 2, "the API server's and the kubelet's, never a CA"
+    assert not any("-ca.crt" in call for call in checked)
+    status, calls = run_cert_renew(tmp_path / "due", openssl_status=1)
+    assert status == 0
+    assert calls[-1] == "systemctl restart k3s"
+
+
+def test_the_plan_states_each_certificates_expiry_and_renewal() -> None:
+    from render.certificates import certificate_table
+    from tools.plan import summary
+
+    raw = stack_config("secondary")
+    raw["api"] = {"clientCertDays": 200, "renewBeforeDays": 60}
+    rows = {row["certificate"].split(" (")[0]: row for row in certificate_table(parse(raw))}
+    deployer = rows["deployer client certificate"]
+    assert deployer["validity"] == "200 days (sovereign:api.clientCertDays)"
+    assert "any `up` in its last 60 days" in deployer["renewedBy"]
+    leaf = rows["k3s leaf certificates on each server"]
+    assert "cp-1 on day 1, cp-2 on day 8, cp-3 on day 15" in leaf["renewedBy"]
+    assert "between day 245" in leaf["renewedBy"]
+    plan = json.loads((Path(__file__).parent / "golden" / "secondary.json").read_text())
+    text = summary(plan)
+    assert "Certificates (when each expires, what renews it):" in text
+    assert "sovereign-k3s-cert-renew.timer restarts k3s" in text

@@ -242,6 +242,8 @@ def deploy_waves(nodes: Sequence[WaveNode]) -> list[list[str]]:
 
 def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
     """The JSON plan of one evaluated stack: no secret value anywhere in it."""
+    from render.certificates import certificate_table
+
     regs = sorted(run.registrations, key=lambda reg: reg.urn)
     names = {reg.urn: reg.name for reg in regs}
     secret_values: list[Any] = []
@@ -304,6 +306,7 @@ def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
         "problems": problems,
         "unpinned": unpinned_list,
         "vclusters": _vclusters(resources),
+        "certificates": certificate_table(cfg),
         "waves": deploy_waves(
             [
                 WaveNode(
@@ -399,6 +402,10 @@ def summary(plan: Mapping[str, Any]) -> str:
         lines.append(f"  {vcluster['vcluster']:<5} namespace {vcluster['namespace']:<5} {levels}")
     if not plan["vclusters"]:
         lines.append("  (none)")
+    lines += ["", "Certificates (when each expires, what renews it):"]
+    for cert in plan.get("certificates", []):
+        lines.append(f"  - {cert['certificate']}: {cert['validity']}; expires {cert['expires']}")
+        lines.append(f"      renewed by {cert['renewedBy']}")
     lines += ["", "Outputs:"]
     for key, value in plan["outputs"].items():
         shown = value if isinstance(value, str) else dumps(value).replace("\n", " ").strip()
