@@ -523,10 +523,7 @@ CERT_RENEW_DAYS_OF_MONTH: Final = (1, 8, 15)
 CERT_RENEW_TIME: Final = "03:00:00"
 
 CERT_RENEW_SCRIPT: Final = r"""#!/bin/bash
-# Written by sovereign cloud-init: restart k3s when its certificates enter k3s's renewal window.
-# k3s renews its leaf certificates (API server, kubelet, etcd, controller clients) only when it
-# starts with fewer than {window} days left; a quiet server never restarts. Run monthly by
-# {unit}.timer, on a different day on each server.
+# Written by sovereign cloud-init: k3s renews its certificates only at start (< {window} days left).
 set -euo pipefail
 
 tls={tls}
@@ -547,16 +544,15 @@ done < <(
 )
 
 if [[ -z "$expiring" ]]; then
-  log "every k3s certificate under ${{tls}} and ${{agent}} is valid for more than {window} days"
+  log "no k3s certificate expires within {window} days"
   exit 0
 fi
-log "${{expiring}} expires within {window} days: restarting k3s, which renews its certificates"
+log "${{expiring}} expires within {window} days: restarting k3s to renew"
 systemctl restart k3s
 log "k3s restarted"
 """
 
 CERT_RENEW_SERVICE: Final = f"""\
-# Written by sovereign cloud-init.
 [Unit]
 Description=Restart k3s when its certificates are due for renewal
 After=k3s.service
@@ -571,7 +567,6 @@ def cert_renew_timer(node: int) -> str:
     """Monthly, on server `node`'s own day; a missed run (server off) runs at the next boot."""
     day = CERT_RENEW_DAYS_OF_MONTH[node]
     return (
-        "# Written by sovereign cloud-init.\n"
         "[Unit]\n"
         "Description=Monthly check of the k3s certificates' expiry\n\n"
         "[Timer]\n"
@@ -765,11 +760,11 @@ def cloud_config(
     # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
     # could not bring up the private address or install k3s ends in cloud-init status "error".
     # The fence first: k3s requires it, and no pod may start before it is in place.
-    # The certificate timer too: it only checks expiry until k3s is installed.
+    # The certificate timer before it (it only checks expiry, and finds nothing before k3s).
     first = [
         ["systemctl", "restart", "ssh"],
-        ["systemctl", "enable", "--now", FENCE_UNIT],
         ["systemctl", "enable", "--now", f"{CERT_RENEW_UNIT}.timer"],
+        ["systemctl", "enable", "--now", FENCE_UNIT],
     ]
     runcmd: list[list[str]] = [*first, [INSTALL_SCRIPT_PATH]]
     if restoring and snapshot is not None and boot.restore_credentials is not None:

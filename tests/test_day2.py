@@ -636,6 +636,7 @@ def test_single_server_replacement_needs_a_snapshot_to_restore() -> None:
     # and k3s is never started outside it.
     assert doc["runcmd"] == [
         ["systemctl", "restart", "ssh"],
+        ["systemctl", "enable", "--now", "sovereign-k3s-cert-renew.timer"],
         ["systemctl", "enable", "--now", "sovereign-metadata-fence.service"],
         ["/root/k3s-restore.sh"],
     ]
