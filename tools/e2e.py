@@ -276,6 +276,8 @@ def check_cluster(cluster: Cluster, cfg: Any, servers: int) -> list[Check]:
             why = checks.why_not_ready(cluster.pods(vcluster, "app=vcluster"))
             if why:
                 results.append(Check(f"vCluster {vcluster} pods", False, why))
+    # Every vCluster that runs, not only those the role asks for: one too many breaks A4 too.
+    for vcluster in ("mgmt", "dmz", "rtz"):
         sts = cluster.statefulset(vcluster, f"{vcluster}-vcluster")
         if sts is not None:
             statefulsets.append(sts)
@@ -289,11 +291,13 @@ def check_cluster(cluster: Cluster, cfg: Any, servers: int) -> list[Check]:
         phase = str(cluster.pod(namespace, name).get("status", {}).get("phase"))
         return phase in ("Succeeded", "Failed"), phase
 
-    if _waited(results, "metadata probe pod", probe_done, WAITS["metadata probe pod"]):
-        results.append(
-            checks.metadata_blocked(cluster.pod(namespace, name), cluster.log(namespace, name))
-        )
-    cluster.core.delete_namespaced_pod(name, namespace)
+    try:
+        if _waited(results, "metadata probe pod", probe_done, WAITS["metadata probe pod"]):
+            results.append(
+                checks.metadata_blocked(cluster.pod(namespace, name), cluster.log(namespace, name))
+            )
+    finally:
+        cluster.core.delete_namespaced_pod(name, namespace)
 
     results.append(
         checks.upgrade_plan(
