@@ -21,9 +21,14 @@ from components.control_plane import (
     recorded_cilium,
     recorded_versions,
 )
-from components.fleet import PrimaryReference, PrimaryReferenceArgs
+from components.fleet import (
+    PrimaryReference,
+    PrimaryReferenceArgs,
+    WireGuardPeers,
+    WireGuardPeersArgs,
+)
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
-from components.network import RegionNetwork, RegionNetworkArgs
+from components.network import RegionNetwork, RegionNetworkArgs, wireguard_peers
 from components.pki import ClusterPki, ClusterPkiArgs
 from components.slots import build_slots
 from config.day2 import load_backup_credentials
@@ -66,7 +71,14 @@ fleet = (
     else None
 )
 gate = fleet.gate if fleet is not None else None
-network = RegionNetwork(name, RegionNetworkArgs(cfg=cfg), opts=gate)
+# WireGuard between regions is open only to the other regions' servers, read by stack reference.
+peers = WireGuardPeers(
+    f"{name}-wireguard",
+    WireGuardPeersArgs(stacks=wireguard_peers(cfg)),
+)
+network = RegionNetwork(
+    name, RegionNetworkArgs(cfg=cfg, wireguard_sources=peers.sources), opts=gate
+)
 pki = ClusterPki(name, ClusterPkiArgs(cfg=cfg), opts=gate)
 control_plane = ControlPlane(
     name,

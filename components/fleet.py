@@ -9,8 +9,9 @@ pair before they start.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pulumi
 
@@ -22,6 +23,9 @@ from checks.fleet import (
     summary_of,
 )
 from config.models import StackConfig
+
+# The output every region exports with its servers' public IPv4s (__main__.py).
+SERVER_ADDRESSES_OUTPUT: Final = "controlPlanePublicIps"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,3 +66,38 @@ class PrimaryReference(pulumi.ComponentResource):
             depends_on=[self.primary_key.apply(lambda _key: self.reference)]
         )
         self.register_outputs({"primaryKey": self.primary_key})
+
+
+def host_cidrs(addresses: object) -> list[str]:
+    """`a.b.c.d/32` per address a stack exported; nothing for a stack that exported none."""
+    if not isinstance(addresses, list):
+        return []
+    return [f"{address}/32" for address in cast(list[object], addresses) if address]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WireGuardPeersArgs:
+    stacks: Sequence[str]
+
+
+class WireGuardPeers(pulumi.ComponentResource):
+    """The other regions' server addresses, read by stack reference, for the WireGuard rule."""
+
+    TYPE: Final = "sovereign:fleet:WireGuardPeers"
+
+    def __init__(
+        self, name: str, args: WireGuardPeersArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(self.TYPE, name, None, opts)
+        addresses: list[pulumi.Output[Any]] = []
+        for stack in args.stacks:
+            reference = pulumi.StackReference(
+                f"{name}-{stack.replace('/', '-')}",
+                stack_name=stack,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            addresses.append(reference.get_output(SERVER_ADDRESSES_OUTPUT))
+        self.sources: pulumi.Output[list[str]] = pulumi.Output.all(*addresses).apply(
+            lambda read: sorted({cidr for value in read for cidr in host_cidrs(value)})
+        )
+        self.register_outputs({"sources": self.sources})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,8 +23,22 @@ def firewall_selector(cfg: StackConfig) -> str:
     return f"{REGION_LABEL_KEY}={region_label(cfg)}"
 
 
-def firewall_rules(cfg: StackConfig) -> list[dict[str, Any]]:
-    """Inbound rules (pure). Hetzner firewalls do not filter the private network."""
+def wireguard_peers(cfg: StackConfig) -> list[str]:
+    """The stacks whose servers may reach this region's WireGuard port: a secondary's primary
+    always, and the stacks `fleet.wireguardPeers` lists (the primary's way to its secondaries,
+    which it has no reference to otherwise)."""
+    peers = [cfg.fleet.primary_stack] if cfg.region.role == "secondary" else []
+    return list(dict.fromkeys([*peers, *cfg.fleet.wireguard_peers]))
+
+
+def firewall_rules(cfg: StackConfig, wireguard_sources: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Inbound rules (pure). Hetzner firewalls do not filter the private network.
+
+    `wireguard_sources`: the other regions' server addresses (read by stack reference); none
+    leaves the WireGuard port closed, since Hetzner refuses a rule without sources and the
+    whole internet has no business there. Within a region the traffic runs on the private
+    network, which the firewall does not filter.
+    """
     rules: list[dict[str, Any]] = [
         {
             "description": "ssh (deployer, operators)",
@@ -41,19 +56,24 @@ def firewall_rules(cfg: StackConfig) -> list[dict[str, Any]]:
         {"description": "http", "protocol": "tcp", "port": "80", "source_ips": WORLD},
         {"description": "https", "protocol": "tcp", "port": "443", "source_ips": WORLD},
         {"description": "icmp", "protocol": "icmp", "source_ips": WORLD},
-        {
-            "description": "cilium wireguard",
-            "protocol": "udp",
-            "port": WIREGUARD_UDP_PORT,
-            "source_ips": WORLD,
-        },
     ]
+    if wireguard_sources:
+        rules.append(
+            {
+                "description": "cilium wireguard (other regions' servers)",
+                "protocol": "udp",
+                "port": WIREGUARD_UDP_PORT,
+                "source_ips": sorted(set(wireguard_sources)),
+            }
+        )
     return [{"direction": "in", **rule} for rule in rules]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RegionNetworkArgs:
     cfg: StackConfig
+    # The other regions' server addresses (CIDRs), read through stack references.
+    wireguard_sources: pulumi.Input[Sequence[str]] = ()
 
 
 class RegionNetwork(pulumi.ComponentResource):
@@ -90,7 +110,11 @@ class RegionNetwork(pulumi.ComponentResource):
             f"{name}-fw",
             name=physical,
             labels=labels,
-            rules=[hcloud.FirewallRuleArgs(**rule) for rule in firewall_rules(cfg)],
+            rules=pulumi.Output.from_input(args.wireguard_sources).apply(
+                lambda sources: [
+                    hcloud.FirewallRuleArgs(**rule) for rule in firewall_rules(cfg, sources)
+                ]
+            ),
             opts=child,
         )
         self.firewall_id: pulumi.Output[int] = self.firewall.id.apply(int)

@@ -35,7 +35,8 @@ def hcloud(run: Run) -> list[str]:
 
 
 def test_a_consistent_secondary_reads_the_primary_and_deploys(secondary: Run) -> None:
-    assert secondary.stack_references == ["primary"]
+    # Read twice: the fleet check, and the WireGuard rule's sources (its servers' addresses).
+    assert secondary.stack_references == ["primary", "primary"]
     assert secondary.outputs["primaryRegionKey"] == "fsn1"
     # The region's first components wait for the checked reference.
     for component in ("sovereign:infra:RegionNetwork", "sovereign:infra:ControlPlane"):
@@ -114,7 +115,7 @@ def test_primary_stack_comes_from_config() -> None:
     ref = "acme/sovereign/primary"
     run = evaluate("secondary", {"fleet": {"primaryStack": ref}})
     assert run.error is None, run.error
-    assert run.stack_references == [ref]
+    assert run.stack_references == [ref, ref]
 
 
 def test_a_malformed_primary_stack_is_a_config_error() -> None:
