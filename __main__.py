@@ -12,6 +12,7 @@ from checks.day2 import live_shape_problems, skew_problems
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
 from checks.upgrades import running_of, step_problems
+from checks.workers import removal_warnings
 from components import cluster_objects
 from components.backups import EtcdBackups, EtcdBackupsArgs
 from components.control_plane import (
@@ -31,6 +32,7 @@ from components.kubeconfig import Kubeconfig, KubeconfigArgs
 from components.network import RegionNetwork, RegionNetworkArgs, wireguard_peers
 from components.pki import ClusterPki, ClusterPkiArgs
 from components.slots import build_slots
+from components.workers import WorkerPool, WorkerPoolArgs, live_workers
 from config.day2 import load_backup_credentials
 from config.errors import SovereignConfigError
 from config.models import load_config, registry_mirror_password
@@ -92,6 +94,26 @@ control_plane = ControlPlane(
     ),
     opts=gate,
 )
+
+# One component per pool; each joins the stable endpoint once the servers exist. Nothing drains
+# a worker this update deletes, so every preview says which ones it deletes.
+for warning in removal_warnings(cfg, live_workers(cfg)):
+    pulumi.log.warn(warning)
+workers = {
+    pool: WorkerPool(
+        f"{name}-pool-{pool}",
+        WorkerPoolArgs(
+            cfg=cfg,
+            pool=pool,
+            network=network,
+            token=control_plane.token.result,
+            registry_password=registry_mirror_password(),
+            after=[*control_plane.servers, *control_plane.api_targets],
+        ),
+        opts=gate,
+    )
+    for pool in sorted(cfg.workers)
+}
 
 api_ip = control_plane.api_public_ip or pulumi.Output.from_input(None)
 kubeconfig = Kubeconfig(
@@ -161,5 +183,6 @@ pulumi.export("apiLoadBalancerIp", control_plane.api_public_ip)
 pulumi.export("k3sVersion", cfg.control_plane.k3s_version)
 pulumi.export("vclusters", vclusters)
 pulumi.export("vclusterCount", len(vclusters))
+pulumi.export("workers", {pool: component.names for pool, component in workers.items()})
 if fleet is not None:
     pulumi.export("primaryRegionKey", fleet.primary_key)

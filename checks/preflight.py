@@ -13,6 +13,7 @@ from checks import versions
 from checks.day2 import day2_problems
 from checks.hetzner import load_balancer_problems, server_type_problems
 from checks.tenants import quota_preflight_problems
+from checks.workers import worker_problems
 from config import grammar
 from config.errors import Problem
 from config.models import StackConfig, parse_config
@@ -68,16 +69,17 @@ def network_problems(cfg: StackConfig) -> list[Problem]:
                 problems.append(
                     Problem(key, repr(ranges[key]), f"must not overlap {other} {ranges[other]}")
                 )
-    # Every node takes a /24 of the pod range; a range with fewer blocks than control-plane
-    # servers leaves the last ones without pod addresses (their pods never start).
+    # Every node takes a /24 of the pod range; a range with fewer blocks than nodes (servers
+    # and the most workers every pool can have) leaves the last ones without pod addresses.
     pods = ipaddress.ip_network(cfg.pod_cidr)
     blocks = 2 ** max(grammar.NODE_MASK_SIZE - pods.prefixlen, 0)
-    if blocks < cfg.control_plane.count:
+    nodes = cfg.control_plane.count + sum(p.most_servers for p in cfg.workers.values())
+    if blocks < nodes:
         problems.append(
             Problem(
                 "sovereign:network.podCidr",
                 repr(cfg.pod_cidr),
-                f"room for {cfg.control_plane.count} nodes of a /{grammar.NODE_MASK_SIZE} each "
+                f"room for {nodes} nodes of a /{grammar.NODE_MASK_SIZE} each "
                 f"(kube-controller-manager --node-cidr-mask-size); this range holds {blocks}",
             )
         )
@@ -253,6 +255,7 @@ def preflight(cfg: StackConfig) -> list[Problem]:
         *label_problems(cfg),
         *server_type_problems(cfg),
         *load_balancer_problems(cfg),
+        *worker_problems(cfg),
         *versions.problems(cfg),
         *gating_problems(cfg),
         *pod_security_problems(cfg),

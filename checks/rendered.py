@@ -26,9 +26,10 @@ from config.errors import Problem
 from config.models import StackConfig, VClusterName
 from render.cache import cached
 from render.cache import key as cache_key
-from render.cloudinit import WORST_CASE_IPV4, api_endpoint, k3s_server_config
+from render.cloudinit import WORST_CASE_IPV4, k3s_server_config, node_kinds, reachable_api
 from render.helm import RenderedObject, render_chart
 from render.manifests import image_uses, is_pinned, pod_templates, registry_of
+from render.naming import worker_node_labels
 from render.pins import UPSTREAM_DIR, verified
 from render.pod_security import evaluate, refusal_message
 from render.releases import ReleaseSpec, all_releases, manifest_objects
@@ -172,34 +173,57 @@ def mirror_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> li
 # --- Scheduling and wiring --------------------------------------------------------------------
 
 
-def node_labels(cfg: StackConfig) -> dict[str, frozenset[str]]:
-    """Labels every control-plane node carries: k3s `node-label` flags plus the kubelet's own."""
-    labels: dict[str, set[str]] = {key: set(values) for key, values in KUBELET_LABELS.items()}
+def node_label_sets(cfg: StackConfig) -> list[dict[str, str]]:
+    """The labels of each kind of node the region runs: every control-plane node, then one
+    entry per worker pool that has servers (k3s `node-label` flags plus the kubelet's own)."""
+    kubelet = {key: sorted(values)[0] for key, values in KUBELET_LABELS.items()}
+    sets: list[dict[str, str]] = []
     for node in range(cfg.control_plane.count):
+        labels = dict(kubelet)
         flags = k3s_server_config(cfg, node, WORST_CASE_IPV4, "x")["node-label"]
         for flag in cast("list[str]", flags):
             key, _, value = flag.partition("=")
+            labels[key] = value
+        sets.append(labels)
+    for pool in sorted(cfg.workers):
+        if cfg.workers[pool].most_servers:
+            sets.append({**kubelet, **worker_node_labels(cfg, pool)})
+    return sets
+
+
+def node_labels(cfg: StackConfig) -> dict[str, frozenset[str]]:
+    """Every label value some node carries, by key (for messages)."""
+    labels: dict[str, set[str]] = {key: set(values) for key, values in KUBELET_LABELS.items()}
+    for node in node_label_sets(cfg):
+        for key, value in node.items():
             labels.setdefault(key, set()).add(value)
     return {key: frozenset(values) for key, values in labels.items()}
 
 
 def scheduling_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
-    """Every rendered nodeSelector names a label the nodes carry (else: Pending forever)."""
+    """Every rendered nodeSelector is matched, as a whole, by some node (else: Pending forever).
+
+    Judged per node: a selector whose keys each match a different node (one a server's role,
+    the other a pool's label) matches no node at all.
+    """
+    nodes = node_label_sets(cfg)
     labels = node_labels(cfg)
     problems: list[Problem] = []
     for release in rendered:
         for pod in pod_templates(release.objects):
-            for key, value in sorted(_map(pod.spec.get("nodeSelector")).items()):
-                if str(value) not in labels.get(str(key), frozenset()):
-                    known = ", ".join(f"{k}={v}" for k in sorted(labels) for v in sorted(labels[k]))
-                    problems.append(
-                        Problem(
-                            _where(release, pod.owner, f"{pod.path}.nodeSelector"),
-                            f"{key}={value}",
-                            f"a label the nodes carry ({known}); no node matches, every pod "
-                            "of it stays Pending",
-                        )
-                    )
+            selector = {str(k): str(v) for k, v in _map(pod.spec.get("nodeSelector")).items()}
+            if not selector or any(selector.items() <= node.items() for node in nodes):
+                continue
+            known = ", ".join(f"{k}={v}" for k in sorted(labels) for v in sorted(labels[k]))
+            shown = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+            problems.append(
+                Problem(
+                    _where(release, pod.owner, f"{pod.path}.nodeSelector"),
+                    shown,
+                    f"labels one node carries together ({known}); no node matches, every pod "
+                    "of it stays Pending",
+                )
+            )
     return problems
 
 
@@ -212,12 +236,12 @@ def _env(container: Mapping[str, Any]) -> dict[str, str]:
 
 
 def cilium_wiring_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
-    """The Cilium agent reaches the API at the address and port the k3s flags provide."""
-    endpoint = api_endpoint(cfg)
-    expected = {
-        "KUBERNETES_SERVICE_HOST": endpoint.host,
-        "KUBERNETES_SERVICE_PORT": str(endpoint.port),
-    }
+    """The Cilium agent finds an API server at its address on every kind of node it runs on.
+
+    Read from the rendered DaemonSet's env (what the pods really get), judged against where
+    k3s serves the API on servers and on agents (render.cloudinit.reachable_api).
+    """
+    kinds = node_kinds(cfg)
     problems: list[Problem] = []
     for release in rendered:
         if release.spec.chart.name != "cilium":
@@ -233,17 +257,23 @@ def cilium_wiring_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]
                     agent,
                 )
                 found = found or is_agent
-                for var, want in expected.items():
-                    if (is_agent or var in env) and env.get(var) != want:
-                        problems.append(
-                            Problem(
-                                _where(release, pod.owner, f"{pod.path}.containers[{index}].env"),
-                                f"{var}={env.get(var)!r}",
-                                f"{want} (the k3s API as the flags configure it: "
-                                f"{endpoint.host}:{endpoint.port}); anything else leaves the "
-                                "agent without an API server",
-                            )
+                if not (is_agent or "KUBERNETES_SERVICE_HOST" in env):
+                    continue
+                host = env.get("KUBERNETES_SERVICE_HOST")
+                port = env.get("KUBERNETES_SERVICE_PORT")
+                for node_kind in kinds:
+                    reachable = reachable_api(cfg, node_kind)
+                    if (str(host), int(port) if port and port.isdigit() else -1) in reachable:
+                        continue
+                    options = ", ".join(f"{h}:{p}" for h, p in sorted(reachable))
+                    problems.append(
+                        Problem(
+                            _where(release, pod.owner, f"{pod.path}.containers[{index}].env"),
+                            f"KUBERNETES_SERVICE_HOST={host!r} KUBERNETES_SERVICE_PORT={port!r}",
+                            f"an API address a k3s {node_kind} serves ({options}); on a "
+                            f"{node_kind} nothing answers there and Cilium never starts",
                         )
+                    )
         if not found:
             problems.append(
                 Problem(

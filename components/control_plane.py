@@ -32,7 +32,9 @@ from render.naming import (
     API_PUBLIC_LABEL_KEY,
     NODE_ROLE_LABEL_KEY,
     REGION_LABEL_KEY,
+    WORKER_ROLE,
     hetzner_labels,
+    pool_selector,
     prefix,
     region_label,
 )
@@ -80,9 +82,12 @@ def live_control_plane(cfg: StackConfig) -> dict[str, LiveServer]:
     selector = f"{REGION_LABEL_KEY}={region_label(cfg)},{NODE_ROLE_LABEL_KEY}=control-plane"
     result = hcloud.get_servers(with_selector=selector)
     servers = cast(list[hcloud.outputs.GetServersServerResult] | None, result.servers) or []
+    # The selector already excludes workers; a reply that still lists one (an older label set,
+    # or a stand-in for the API) must not make a worker count as a control-plane server.
     return {
         server.name: LiveServer(dict(server.labels or {}), bool(server.delete_protection))
         for server in servers
+        if (server.labels or {}).get(NODE_ROLE_LABEL_KEY) != WORKER_ROLE
     }
 
 
@@ -490,7 +495,19 @@ class ControlPlane(pulumi.ComponentResource):
             net=net,
             labels=labels,
         )
-        self._server_targets(f"{name}-lb", lb, attachment)
+        if lb_cfg.pool is None:
+            self._server_targets(f"{name}-lb", lb, attachment)
+        else:
+            # The pool's servers come and go with its count (and the autoscaler): a label
+            # selector follows them without a target per server.
+            hcloud.LoadBalancerTarget(
+                f"{name}-lb-target-{lb_cfg.pool}",
+                type="label_selector",
+                load_balancer_id=lb.id.apply(int),
+                label_selector=pool_selector(cfg, lb_cfg.pool),
+                use_private_ip=True,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
+            )
         # The targets listen there through Cilium's Gateway in host network mode (preflight
         # refuses a load balancer without it). The TCP health check keeps a node whose envoy
         # is not (yet) listening out of rotation, so no request goes to a closed port.

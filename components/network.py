@@ -106,6 +106,18 @@ class RegionNetwork(pulumi.ComponentResource):
             ip_range=cfg.network.subnet_cidr,
             opts=child,
         )
+        # The workers' own subnet: Hetzner picks each worker's address there, so no worker
+        # can take a pinned control-plane or load-balancer address in the servers' subnet.
+        self.worker_subnet: hcloud.NetworkSubnet | None = None
+        if cfg.workers:
+            self.worker_subnet = hcloud.NetworkSubnet(
+                f"{name}-workers-subnet",
+                network_id=self.network_id,
+                type="cloud",
+                network_zone=cfg.network_zone,
+                ip_range=cfg.network.worker_subnet_cidr,
+                opts=child,
+            )
         self.firewall = hcloud.Firewall(
             f"{name}-fw",
             name=physical,
@@ -157,6 +169,7 @@ class RegionNetwork(pulumi.ComponentResource):
             {
                 "networkId": self.network_id,
                 "subnetId": self.subnet.id,
+                "workerSubnetId": self.worker_subnet.id if self.worker_subnet else None,
                 "firewallId": self.firewall_id,
                 "sshKeyId": self.ssh_key.id,
                 "placementGroupId": self.placement_group_id,

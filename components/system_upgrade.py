@@ -13,7 +13,7 @@ from config.models import StackConfig
 from render.manifest_files import project_path
 from render.pins import verified
 from render.system_pods import system_ingress_policy
-from render.system_upgrade import controller_objects, release, server_plan
+from render.system_upgrade import agent_plan, controller_objects, release, server_plan
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,4 +70,19 @@ class SystemUpgrade(pulumi.ComponentResource):
             spec=plan["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.crds, self.controller]),
         )
+        # Workers follow the servers: the agent Plan's prepare step holds each agent until the
+        # server Plan is done, so the agents never run ahead of the apiserver.
+        agents = agent_plan(args.cfg)
+        self.agent_plan: k8s.apiextensions.CustomResource | None = None
+        if agents is not None:
+            self.agent_plan = k8s.apiextensions.CustomResource(
+                f"{name}-agent-plan",
+                api_version=agents["apiVersion"],
+                kind=agents["kind"],
+                metadata=agents["metadata"],
+                spec=agents["spec"],
+                opts=pulumi.ResourceOptions(
+                    parent=self, depends_on=[self.crds, self.controller, self.plan]
+                ),
+            )
         self.register_outputs({"version": args.cfg.control_plane.k3s_version})

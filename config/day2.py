@@ -88,6 +88,13 @@ class Upgrades(ConfigModel):
         default=False,
         description="Drain (not only cordon) each server before upgrading it.",
     )
+    agent_concurrency: int = Field(
+        default=1, ge=1, le=20, description="Workers upgraded at once (after every server)."
+    )
+    agent_drain: bool = Field(
+        default=True,
+        description="Drain (not only cordon) each worker before upgrading it.",
+    )
 
 
 class Backups(ConfigModel):

@@ -37,6 +37,7 @@ from config.quantity import quantity
 from config.secrets import NAMESPACE, REGISTRY_PASSWORD_KEY
 from config.server_types import CATALOGUE as SERVER_TYPES
 from config.support import MATRIX, minor
+from config.workers import PoolName, Toleration, WorkerPool
 
 Role = Literal["primary", "secondary"]
 Location = Literal["fsn1", "nbg1", "hel1", "ash", "hil", "sin"]
@@ -305,6 +306,11 @@ class Network(ConfigModel):
     service_cidr: ServiceCidr | None = Field(
         default=None, description="Default 10.(96+index).0.0/16; private IPv4, /12 to /28."
     )
+    worker_subnet_cidr: SubnetCidr = Field(
+        default="10.0.2.0/24",
+        description="Cloud subnet of the worker pools, inside cidr; Hetzner picks each "
+        "worker's address in it, apart from the pinned control-plane and LB addresses.",
+    )
 
 
 class LoadBalancer(ConfigModel):
@@ -329,6 +335,11 @@ class LoadBalancer(ConfigModel):
         ge=1024,
         le=65535,
         description="Host port of the Gateway's TLS listener; the LB forwards 443 here.",
+    )
+    pool: str | None = Field(
+        default=None,
+        description="Worker pool that carries ingress: the LB targets its servers by label "
+        "and the Gateway listens only there. Unset: the control-plane servers.",
     )
 
     @field_validator("http_node_port", "https_node_port")
@@ -544,6 +555,12 @@ class VCluster(ConfigModel):
     limits: ContainerLimits = Field(
         default_factory=ContainerLimits, description="Namespace LimitRange."
     )
+    tolerations: list[Toleration] = Field(
+        default_factory=list[Toleration],
+        max_length=10,
+        description="Tolerations of the vCluster pod, e.g. for a tainted worker pool kept "
+        "for it ({key, operator, value, effect}).",
+    )
 
 
 class Releases(ConfigModel):
@@ -592,6 +609,11 @@ class StackConfig(ConfigModel):
     upgrades: Upgrades = Field(default_factory=Upgrades)
     backups: Backups = Field(default_factory=Backups)
     replacement: Replacement = Field(default_factory=Replacement)
+    workers: dict[PoolName, WorkerPool] = Field(
+        default_factory=dict[str, WorkerPool],
+        description="Named worker pools of k3s agents (empty: everything runs on the "
+        "control plane).",
+    )
     teardown: bool = Field(
         default=False,
         description="Only to refresh a region whose cluster is gone: drop unreachable objects.",

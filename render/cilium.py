@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from config.models import StackConfig
-from render.cloudinit import LOCAL_LB_PORT, api_endpoint
-from render.naming import prefix
+from render.cloudinit import api_endpoint, node_kinds, reachable_api
+from render.naming import POOL_LABEL_KEY, prefix
 from render.system_pods import cilium_resources
 
 METADATA_CIDR: Final = "169.254.169.254/32"
@@ -19,11 +19,12 @@ class UnreachableApiError(ValueError):
 def cilium_values(cfg: StackConfig) -> dict[str, Any]:
     """Helm values of the Cilium chart (pure; generated from the same model as the k3s flags)."""
     endpoint = api_endpoint(cfg)
-    if endpoint.host.startswith("127.") and endpoint.port != LOCAL_LB_PORT:
-        raise UnreachableApiError(
-            f"k8sServiceHost {endpoint.host}:{endpoint.port} exists only on servers; "
-            f"workers have no API server there (use 127.0.0.1:{LOCAL_LB_PORT} or a private IP)"
-        )
+    for kind in node_kinds(cfg):
+        if (endpoint.host, endpoint.port) not in reachable_api(cfg, kind):
+            raise UnreachableApiError(
+                f"k8sServiceHost {endpoint.host}:{endpoint.port}: no API server answers there "
+                f"on a k3s {kind}; Cilium on those nodes would never start"
+            )
     return {
         # k3s runs without kube-proxy, so Cilium must serve Services itself and cannot ask the
         # (not yet existing) kubernetes Service for the API: it needs a direct address.
@@ -64,12 +65,16 @@ def gateway_api_values(cfg: StackConfig) -> dict[str, Any]:
     """
     if not cfg.cilium.gateway_api.enabled:
         return {"enabled": False}
+    host_network: dict[str, Any] = {"enabled": True}
+    if cfg.load_balancer.enabled and cfg.load_balancer.pool is not None:
+        # Envoy listens only on the pool the load balancer targets.
+        host_network["nodes"] = {"matchLabels": {POOL_LABEL_KEY: cfg.load_balancer.pool}}
     return {
         "enabled": True,
         # "auto" decides by looking the GatewayClass CRD up while rendering; the CRDs are
         # applied before the release, so say so instead of depending on a lookup.
         "gatewayClass": {"create": "true"},
-        "hostNetwork": {"enabled": True},
+        "hostNetwork": host_network,
     }
 
 

@@ -31,17 +31,30 @@ from render.metadata_fence import (
     FENCE_UNIT_TEXT,
     fence_rules,
 )
-from render.naming import NODE_ROLE_LABEL_KEY, REGION_LABEL_KEY, region_label
+from render.naming import (
+    NODE_ROLE_LABEL_KEY,
+    REGION_LABEL_KEY,
+    region_label,
+    worker_node_labels,
+)
 from render.pins import Download, k3s_binary, k3s_installer
 
 # Hetzner refuses user_data above 32 KiB when the server is created.
 USER_DATA_CAP: Final = 32_768
 K3S_TOKEN_LENGTH: Final = 64
 API_PORT: Final = 6443
-# k3s runs a node-local API load balancer on every node (agents and servers) at this port;
-# it follows the live set of servers, so it stays correct when one CP of three is down.
-LOCAL_LB_HOST: Final = "127.0.0.1"
-LOCAL_LB_PORT: Final = 6444
+# Where each kind of k3s node serves the Kubernetes API on its own loopback. An agent runs a
+# client-side load balancer on 127.0.0.1:6444 (`--lb-server-port`, default 6444; with k3s's
+# supervisor and apiserver on one port it carries both). A server runs the apiserver on :6443
+# and no such load balancer: k3s sets `agentConfig.DisableLoadBalancer =
+# !DisableAPIServer` for its embedded agent. So no loopback address answers on both kinds.
+# source: k3s-io/k3s pkg/cli/server/server.go @ 005499a9 and pkg/cli/cmds/agent.go
+# (LBServerPortFlag, Value 6444), docs.k3s.io/cli/agent (`--lb-server-port`); checked 2026-12-04.
+NodeKind = Literal["server", "agent"]
+LOOPBACK_API: Final[Mapping[str, tuple[str, int]]] = {
+    "server": ("127.0.0.1", API_PORT),
+    "agent": ("127.0.0.1", 6444),
+}
 # Worst-case placeholders for the size check at preview, before Hetzner has assigned addresses.
 WORST_CASE_IPV4: Final = "255.255.255.255"
 
@@ -54,8 +67,16 @@ BINARY_DOWNLOAD_PATH: Final = "/root/k3s-download"
 PRIVATE_ADDRESS_SCRIPT_PATH: Final = "/usr/local/sbin/sovereign-private-address"
 INSTALL_SCRIPT_PATH: Final = "/usr/local/sbin/sovereign-k3s-install"
 # Runs the address wait before every k3s start, not only on the first boot: a reboot can bring
-# the private NIC up late just as the first boot can.
+# the private NIC up late just as the first boot can. The k3s installer names the unit `k3s` for
+# a server and `k3s-agent` for an agent.
 K3S_DROP_IN_PATH: Final = "/etc/systemd/system/k3s.service.d/10-private-address.conf"
+K3S_AGENT_DROP_IN_PATH: Final = "/etc/systemd/system/k3s-agent.service.d/10-private-address.conf"
+# A worker's private address is Hetzner's choice within the workers' subnet: the first boot reads
+# it from the metadata service, keeps it here and hands it to k3s as `node-ip` through a config
+# drop-in (k3s merges /etc/rancher/k3s/config.yaml.d/*.yaml after config.yaml;
+# docs.k3s.io/installation/configuration "Multiple Config Files", checked 2026-12-04).
+ADDRESS_RECORD_PATH: Final = "/var/lib/sovereign/private-address"
+NODE_IP_CONFIG_PATH: Final = "/etc/rancher/k3s/config.yaml.d/10-node-ip.yaml"
 NETPLAN_PATH: Final = "/etc/netplan/60-sovereign-private.yaml"
 # Hetzner's metadata service lists each attached private network with this server's ip and the
 # mac_address of its NIC (hcloud-go hcloud/metadata/client.go, PrivateNetworks()).
@@ -88,6 +109,18 @@ key == "ip" { ip = value }
 key == "mac_address" { mac = tolower(value) }
 ip == want && mac != "" { print mac; exit }"""
 
+# The first private address the metadata service lists (a worker is in one network).
+FIRST_IP_AWK: Final = r"""{
+  line = $0
+  sub(/^-?[ \t]*/, "", line)
+}
+line ~ /^ip: / {
+  value = substr(line, 5)
+  gsub(/["\r \t]/, "", value)
+  print value
+  exit
+}"""
+
 PRIVATE_ADDRESS_SCRIPT: Final = r"""#!/bin/bash
 # Written by sovereign cloud-init. k3s binds node-ip, advertise-address and etcd to this
 # server's private address, and the other servers join over it. The hcloud provider attaches the
@@ -100,7 +133,7 @@ metadata={metadata}
 
 log() {{ echo "sovereign-private-address: $*" >&2; }}
 fail() {{ log "FAILED: $*"; exit 1; }}
-
+{discover}
 has_address() {{
   ip -4 -o addr show | awk '{{print $4}}' | grep -q "^${{address}}/"
 }}
@@ -170,6 +203,28 @@ fi
 wait_for_address {dhcp_wait} || fail "${{nic}} (MAC ${{mac}}) still has no ${{address}} \
 {dhcp_wait}s after DHCP; k3s would bind node-ip, advertise-address and etcd to a missing address"
 log "${{address}} is up on ${{nic}}"
+"""
+
+# Only in a worker's copy of the script above (its address is not pinned): read it once from the
+# metadata service and keep it, so every later start waits for that same address.
+DISCOVER_ADDRESS: Final = r"""if [[ -z "$address" && -s {record} ]]; then
+  address="$(cat {record})"
+elif [[ -z "$address" ]]; then
+  deadline=$((SECONDS + {metadata_wait}))
+  while ((SECONDS < deadline)); do
+    address="$(curl -sf --connect-timeout 2 --max-time 5 "$metadata" \
+      | awk '{first_ip_awk}' || true)"
+    if [[ -n "$address" ]]; then break; fi
+    sleep 5
+  done
+  [[ -n "$address" ]] || fail "after {metadata_wait}s Hetzner's metadata ($metadata) lists no \
+private network: the server is not attached to the region's network"
+  umask 077
+  mkdir -p "$(dirname {record})" "$(dirname {node_ip_config})"
+  printf '%s\n' "$address" >{record}
+  printf 'node-ip: %s\n' "$address" >{node_ip_config}
+  log "Hetzner attached ${{address}}; k3s binds node-ip to it"
+fi
 """
 
 INSTALL_SCRIPT: Final = r"""#!/bin/bash
@@ -245,7 +300,7 @@ fetch() {{
 }}
 
 for ((attempt = 1; attempt <= attempts; attempt++)); do
-  if fetch && INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC=server \
+  if fetch && INSTALL_K3S_VERSION="$version" INSTALL_K3S_EXEC={kind} \
     INSTALL_K3S_SKIP_DOWNLOAD={skip_download} \
     INSTALL_K3S_SKIP_START={skip_start} INSTALL_K3S_SKIP_ENABLE={skip_start} \
     sh "$installer"; then
@@ -319,15 +374,27 @@ class ApiEndpoint:
 
 
 def api_endpoint(cfg: StackConfig) -> ApiEndpoint:
-    """The API address every node, worker or server, can reach.
+    """The API address every node kind reaches: the join endpoint, never a loopback address.
 
-    Never 127.0.0.1:6443: only server nodes listen there, so Cilium on a worker could not
-    start (an upstream outage). HA regions use k3s's node-local load balancer; a single-CP
-    region uses the server's private address.
+    127.0.0.1:6443 answers only on servers and 127.0.0.1:6444 only on agents (LOOPBACK_API),
+    so on a region with workers either would leave Cilium without an API on one kind of node.
+    The stable endpoint (the API load balancer's private address on HA, else cp-1's) is on the
+    private network every node is attached to.
     """
-    if cfg.control_plane.count > 1:
-        return ApiEndpoint(LOCAL_LB_HOST, LOCAL_LB_PORT)
-    return ApiEndpoint(cfg.control_plane_ips[0], API_PORT)
+    return ApiEndpoint(join_host(cfg), API_PORT)
+
+
+def reachable_api(cfg: StackConfig, kind: NodeKind) -> frozenset[tuple[str, int]]:
+    """Every (host, port) at which a node of `kind` finds a Kubernetes API server."""
+    private = {(ip, API_PORT) for ip in cfg.control_plane_ips}
+    if api_load_balancer(cfg):
+        private.add((cfg.api.private_ip, API_PORT))
+    return frozenset({LOOPBACK_API[kind], *private})
+
+
+def node_kinds(cfg: StackConfig) -> tuple[NodeKind, ...]:
+    """The kinds of k3s node this region runs: servers always, agents with any worker."""
+    return ("server", "agent") if any(p.most_servers for p in cfg.workers.values()) else ("server",)
 
 
 def api_load_balancer(cfg: StackConfig) -> bool:
@@ -413,11 +480,15 @@ def kubeconfig_server(cfg: StackConfig, first_public_ip: str, api_public_ip: str
     return f"https://{host}:{API_PORT}"
 
 
+def join_host(cfg: StackConfig) -> str:
+    """The stable endpoint: the API LB's private address, which reaches whichever servers are
+    healthy, or cp-1 without an LB."""
+    return cfg.api.private_ip if api_load_balancer(cfg) else cfg.control_plane_ips[0]
+
+
 def join_url(cfg: StackConfig) -> str:
-    """Where a joining server registers: the API LB's private address, which reaches whichever
-    servers are healthy, or cp-1 without an LB."""
-    host = cfg.api.private_ip if api_load_balancer(cfg) else cfg.control_plane_ips[0]
-    return f"https://{host}:{API_PORT}"
+    """Where a joining server or an agent registers."""
+    return f"https://{join_host(cfg)}:{API_PORT}"
 
 
 def object_storage_location(cfg: StackConfig) -> str | None:
@@ -667,11 +738,23 @@ def _file(path: str, content: str, permissions: str = "0600") -> dict[str, Any]:
     return {"path": path, "content": content, "owner": "root:root", "permissions": permissions}
 
 
-def private_address_script(cfg: StackConfig, node: int) -> str:
-    """Bounded wait for server `node`'s private address, with a MAC-matched DHCP fallback."""
+def private_address_script(address: str | None) -> str:
+    """Bounded wait for the node's private address, with a MAC-matched DHCP fallback.
+
+    `address` is a server's pinned address; None (a worker) reads it from the metadata service.
+    """
+    discover = ""
+    if address is None:
+        discover = "\n" + DISCOVER_ADDRESS.format(
+            record=shlex.quote(ADDRESS_RECORD_PATH),
+            node_ip_config=shlex.quote(NODE_IP_CONFIG_PATH),
+            first_ip_awk=FIRST_IP_AWK,
+            metadata_wait=METADATA_WAIT_SECONDS,
+        )
     return PRIVATE_ADDRESS_SCRIPT.format(
-        address=shlex.quote(cfg.control_plane_ips[node]),
+        address=shlex.quote(address or ""),
         metadata=shlex.quote(PRIVATE_NETWORKS_URL),
+        discover=discover,
         awk=MAC_AWK,
         address_wait=ADDRESS_WAIT_SECONDS,
         metadata_wait=METADATA_WAIT_SECONDS,
@@ -681,23 +764,32 @@ def private_address_script(cfg: StackConfig, node: int) -> str:
     )
 
 
-def k3s_downloads(cfg: StackConfig) -> tuple[Download, Download]:
-    """The installer and the binary every server of the region downloads, with their pins."""
+def k3s_downloads(cfg: StackConfig, server_type: str | None = None) -> tuple[Download, Download]:
+    """The installer and the binary a node downloads, with their pins: the binary is the one of
+    the node's own architecture (a worker pool's type may be arm64 while the servers are x86)."""
     version = cfg.control_plane.k3s_version
-    arch = SERVER_TYPES.types[cfg.control_plane.server_type].arch
+    arch = SERVER_TYPES.types[server_type or cfg.control_plane.server_type].arch
     return k3s_installer(version), k3s_binary(version, arch)
 
 
-def install_script(cfg: StackConfig, *, start: bool = True, join: str = "") -> str:
+def install_script(
+    cfg: StackConfig,
+    *,
+    kind: NodeKind = "server",
+    start: bool = True,
+    join: str = "",
+    server_type: str | None = None,
+) -> str:
     """Install the pinned k3s after the address wait, retrying transient failures (bounded).
 
-    `start=False` installs without starting or enabling k3s (a reboot must not start it either),
-    for a server that restores etcd first; `join`
-    is the URL of the server this one joins, which it waits for first (bounded).
+    `kind` is k3s's mode (server or agent); `start=False` installs without starting or enabling
+    k3s (a reboot must not start it either), for a server that restores etcd first; `join` is
+    the URL of the server this one joins, which it waits for first (bounded).
     """
     version = cfg.control_plane.k3s_version
-    installer, binary = k3s_downloads(cfg)
+    installer, binary = k3s_downloads(cfg, server_type)
     return INSTALL_SCRIPT.format(
+        kind=kind,
         skip_start="false" if start else "true",
         version=shlex.quote(version),
         url=shlex.quote(installer.url),
@@ -714,16 +806,37 @@ def install_script(cfg: StackConfig, *, start: bool = True, join: str = "") -> s
     )
 
 
-def cloud_config(
-    cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
+# The fence first: k3s requires it, and no pod may start before it is in place.
+FIRST_RUNCMD: Final[list[list[str]]] = [
+    ["systemctl", "restart", "ssh"],
+    ["systemctl", "enable", "--now", FENCE_UNIT],
+]
+
+
+def node_boot(
+    cfg: StackConfig,
+    kind: NodeKind,
+    k3s_config: Mapping[str, Any],
+    *,
+    address: str | None,
+    registry_password: str | None = None,
+    extra_files: list[dict[str, Any]] | None = None,
+    start: bool = True,
+    server_type: str | None = None,
 ) -> dict[str, Any]:
-    """The cloud-config document of one control-plane server."""
-    boot = boot or default_boot(cfg, node)
-    k3s_config = k3s_server_config(cfg, node, public_ip, token, boot)
+    """The cloud-config every k3s node boots with; `kind` is the only difference in the boot.
+
+    Servers and agents get the same bounded boot: private address wait (pinned `address`, or
+    read from the metadata service when None), the systemd drop-in that repeats it before every
+    start, hardened sshd, operators' keys, the registry mirror, and the install that waits for
+    the node it joins and retries its download.
+    """
     files = [
-        _file(K3S_CONFIG_PATH, _dump(k3s_config)),
-        _file(PRIVATE_ADDRESS_SCRIPT_PATH, private_address_script(cfg, node), "0700"),
-        _file(K3S_DROP_IN_PATH, K3S_DROP_IN, "0644"),
+        _file(K3S_CONFIG_PATH, _dump(dict(k3s_config))),
+        _file(PRIVATE_ADDRESS_SCRIPT_PATH, private_address_script(address), "0700"),
+        _file(
+            K3S_DROP_IN_PATH if kind == "server" else K3S_AGENT_DROP_IN_PATH, K3S_DROP_IN, "0644"
+        ),
         _file(SSHD_DROP_IN_PATH, SSHD_HARDENING, "0644"),
         # The metadata fence (render/metadata_fence.py): loaded before k3s at every boot.
         _file(FENCE_RULES_PATH, fence_rules()),
@@ -736,39 +849,58 @@ def cloud_config(
         },
     ]
     if cfg.registry_mirror.enabled:
-        files.append(_file(REGISTRIES_PATH, _dump(registries(cfg, boot.registry_password))))
-    files.append(_file(AUDIT_POLICY_PATH, AUDIT_POLICY))
+        files.append(_file(REGISTRIES_PATH, _dump(registries(cfg, registry_password))))
+    files += extra_files or []
+    join = str(k3s_config.get("server", ""))
+    script = install_script(cfg, kind=kind, start=start, join=join, server_type=server_type)
+    files.append(_file(INSTALL_SCRIPT_PATH, script, "0700"))
+    # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
+    # could not bring up the private address or install k3s ends in cloud-init status "error".
+    runcmd: list[list[str]] = [*FIRST_RUNCMD, [INSTALL_SCRIPT_PATH]]
+    # nft for the fence; cloud-init installs packages before it runs runcmd.
+    return {"packages": ["nftables"], "write_files": files, "runcmd": runcmd}
+
+
+def server_files(cfg: StackConfig, boot: ServerBoot) -> list[dict[str, Any]]:
+    """What only a server writes: the apiserver's audit policy and, unless it joins, the CAs."""
+    files = [_file(AUDIT_POLICY_PATH, AUDIT_POLICY)]
     if boot.mode != "join":
         # A joining server takes the CAs from the cluster; files on disk would conflict.
         files += ca_write_files(boot.ca_files)
         # Only the server that starts the cluster: k3s re-applies this directory at every start,
         # so a joiner writing it too would undo a revocation (docs/security.md) when it joins.
         files.append(_file(DEPLOYER_BINDING_PATH, deployer_binding_manifest(cfg)))
+    return files
+
+
+def cloud_config(
+    cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
+) -> dict[str, Any]:
+    """The cloud-config document of one control-plane server."""
+    boot = boot or default_boot(cfg, node)
     snapshot = cfg.replacement.restore_snapshot
     restoring = (
         boot.mode == "restore" and snapshot is not None and boot.restore_credentials is not None
     )
-    join = str(k3s_config.get("server", ""))
-    files.append(
-        _file(INSTALL_SCRIPT_PATH, install_script(cfg, start=not restoring, join=join), "0700")
+    doc = node_boot(
+        cfg,
+        "server",
+        k3s_server_config(cfg, node, public_ip, token, boot),
+        address=cfg.control_plane_ips[node],
+        registry_password=boot.registry_password,
+        extra_files=server_files(cfg, boot),
+        start=not restoring,
     )
-    files += [
+    # The server's certificate renewal (server-only): its files after the install script, its
+    # timer enabled before the fence (it only checks expiry, and finds nothing before k3s).
+    doc["write_files"] += [
         _file(CERT_RENEW_SCRIPT_PATH, cert_renew_script(), "0700"),
         _file(CERT_RENEW_SERVICE_PATH, CERT_RENEW_SERVICE, "0644"),
         _file(CERT_RENEW_TIMER_PATH, cert_renew_timer(node), "0644"),
     ]
-    # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
-    # could not bring up the private address or install k3s ends in cloud-init status "error".
-    # The fence first: k3s requires it, and no pod may start before it is in place.
-    # The certificate timer before it (it only checks expiry, and finds nothing before k3s).
-    first = [
-        ["systemctl", "restart", "ssh"],
-        ["systemctl", "enable", "--now", f"{CERT_RENEW_UNIT}.timer"],
-        ["systemctl", "enable", "--now", FENCE_UNIT],
-    ]
-    runcmd: list[list[str]] = [*first, [INSTALL_SCRIPT_PATH]]
+    doc["runcmd"].insert(1, ["systemctl", "enable", "--now", f"{CERT_RENEW_UNIT}.timer"])
     if restoring and snapshot is not None and boot.restore_credentials is not None:
-        files.append(
+        doc["write_files"].append(
             _file(
                 RESTORE_SCRIPT_PATH,
                 restore_script(cfg, snapshot, boot.restore_credentials),
@@ -777,9 +909,42 @@ def cloud_config(
         )
         # The restore script installs k3s (neither started nor enabled), restores etcd, and only
         # then starts k3s: it replaces the install step as the last runcmd item.
-        runcmd = [*first, [RESTORE_SCRIPT_PATH]]
-    # nft for the fence; cloud-init installs packages before it runs runcmd.
-    return {"packages": ["nftables"], "write_files": files, "runcmd": runcmd}
+        doc["runcmd"][-1] = [RESTORE_SCRIPT_PATH]
+    return doc
+
+
+def k3s_agent_config(cfg: StackConfig, pool: str, token: str) -> dict[str, Any]:
+    """`/etc/rancher/k3s/config.yaml` of every agent of worker pool `pool`.
+
+    No node-ip here: Hetzner picks a worker's address, which its first boot writes into a
+    config drop-in (NODE_IP_CONFIG_PATH). Nothing in it depends on the pool's size, so a count
+    change never changes an existing worker's user_data.
+    """
+    spec = cfg.workers[pool]
+    config: dict[str, Any] = {
+        "token": token,
+        "server": join_url(cfg),
+        "node-label": [
+            f"{key}={value}" for key, value in sorted(worker_node_labels(cfg, pool).items())
+        ],
+    }
+    if spec.taints:
+        config["node-taint"] = [taint.flag for taint in spec.taints]
+    return config
+
+
+def agent_cloud_config(
+    cfg: StackConfig, pool: str, token: str, registry_password: str | None = None
+) -> dict[str, Any]:
+    """The cloud-config of every agent of `pool`: static servers and autoscaled ones alike."""
+    return node_boot(
+        cfg,
+        "agent",
+        k3s_agent_config(cfg, pool, token),
+        address=None,
+        registry_password=registry_password,
+        server_type=cfg.workers[pool].server_type,
+    )
 
 
 class _BlockDumper(yaml.CSafeDumper):
@@ -804,17 +969,23 @@ def _dump(doc: object) -> str:
     return yaml.dump(doc, Dumper=yaml.CSafeDumper)
 
 
+def _user_data(doc: Mapping[str, Any], header: str = "#cloud-config\n") -> str:
+    body = yaml.dump(dict(doc), Dumper=_BlockDumper, sort_keys=False, width=1000)
+    return header + body
+
+
 def render_user_data(
     cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
 ) -> str:
-    """user_data as Hetzner receives it."""
-    body = yaml.dump(
-        cloud_config(cfg, node, public_ip, token, boot),
-        Dumper=_BlockDumper,
-        sort_keys=False,
-        width=1000,
-    )
+    """A control-plane server's user_data as Hetzner receives it."""
     header = "#cloud-config\n"
     if boot is not None and boot.replacement_generation is not None:
         header += f"# sovereign replacement generation: {boot.replacement_generation}\n"
-    return header + body
+    return _user_data(cloud_config(cfg, node, public_ip, token, boot), header)
+
+
+def render_agent_user_data(
+    cfg: StackConfig, pool: str, token: str, registry_password: str | None = None
+) -> str:
+    """A worker's user_data as Hetzner (or the autoscaler) hands it to the server."""
+    return _user_data(agent_cloud_config(cfg, pool, token, registry_password))

@@ -16,7 +16,9 @@ Who may reach it (METADATA_CLIENTS), and why every other socket is refused:
 Every container, host-network or not, lives under the kubelet's `kubepods` cgroup, never under
 `system.slice`, so a host-network pod running as root is refused like any other.
 
-The fence loads before k3s at every boot (`Before=k3s.service`), so no pod ever starts
+The fence loads before k3s at every boot (`Before=k3s.service k3s-agent.service`: the unit
+names the k3s installer gives a server and an agent; a worker pool's agents boot from the same
+renderer), so no pod ever starts
 before it; ordering it after cloud-final instead would leave every reboot a window in which k3s
 and its host-network pods run unfenced, and cloud-init needs no such ordering since its
 stages are services. The CSI node plugin is an ordinary pod: Cilium's policy covers it.
@@ -96,7 +98,7 @@ FENCE_UNIT_TEXT: Final = f"""\
 [Unit]
 DefaultDependencies=no
 After=local-fs.target
-Before=network-pre.target k3s.service
+Before=network-pre.target k3s.service k3s-agent.service
 Wants=network-pre.target
 [Service]
 Type=oneshot
@@ -104,5 +106,5 @@ RemainAfterExit=yes
 ExecStart=/usr/sbin/nft -f {FENCE_RULES_PATH}
 [Install]
 WantedBy=multi-user.target
-RequiredBy=k3s.service
+RequiredBy=k3s.service k3s-agent.service
 """

@@ -14,6 +14,10 @@ NODE_ROLE_LABEL_KEY: Final = "catalyst.openova.io/role"
 # "true" on what serves the Kubernetes API to the whole internet on purpose (the policy pack
 # refuses a world-open 6443 without it).
 API_PUBLIC_LABEL_KEY: Final = "openova.io/api-public"
+# Which worker pool a node (and its Hetzner server) belongs to: the ingress load balancer's
+# label selector and Cilium's Gateway node selector both read it.
+POOL_LABEL_KEY: Final = "openova.io/pool"
+WORKER_ROLE: Final = "worker"
 
 
 def prefix(cfg: StackConfig) -> str:
@@ -40,3 +44,28 @@ def hetzner_labels(cfg: StackConfig, **extra: str) -> dict[str, str]:
         **({TEST_RUN_LABEL_KEY: cfg.test_run} if cfg.test_run is not None else {}),
         **extra,
     }
+
+
+def worker_node_labels(cfg: StackConfig, pool: str) -> dict[str, str]:
+    """The Kubernetes labels every node of worker pool `pool` registers with (k3s node-label)."""
+    return {
+        **cfg.workers[pool].labels,
+        REGION_LABEL_KEY: region_label(cfg),
+        NODE_ROLE_LABEL_KEY: WORKER_ROLE,
+        POOL_LABEL_KEY: pool,
+    }
+
+
+def worker_server_labels(cfg: StackConfig, pool: str) -> dict[str, str]:
+    """The Hetzner labels of a worker server: what the ingress LB's label selector matches."""
+    return hetzner_labels(cfg, **{NODE_ROLE_LABEL_KEY: WORKER_ROLE, POOL_LABEL_KEY: pool})
+
+
+def pool_selector(cfg: StackConfig, pool: str) -> str:
+    """Hetzner label selector of one pool's servers in this region."""
+    return f"{REGION_LABEL_KEY}={region_label(cfg)},{POOL_LABEL_KEY}={pool}"
+
+
+def worker_name(cfg: StackConfig, pool: str, index: int) -> str:
+    """`<sovereign>-<region>-<pool>-<n>`: the Hetzner server and the Kubernetes node name."""
+    return f"{prefix(cfg)}-{pool}-{index + 1}"

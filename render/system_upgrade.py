@@ -119,6 +119,7 @@ def crd_objects() -> list[dict[str, Any]]:
 
 
 SERVER_PLAN_NAME: Final = "k3s-server"
+AGENT_PLAN_NAME: Final = "k3s-agent"
 # Hetzner label values allow [a-zA-Z0-9._-] only, so the k3s version's '+' becomes '-'.
 VERSION_LABEL_KEY: Final = "openova.io/k3s-version"
 # The Cilium chart version the last `up` installed: preflight reads it back (checks/upgrades.py).
@@ -196,5 +197,39 @@ def server_plan(cfg: StackConfig) -> dict[str, Any]:
         "apiVersion": "upgrade.cattle.io/v1",
         "kind": "Plan",
         "metadata": {"name": SERVER_PLAN_NAME, "namespace": suc.namespace},
+        "spec": spec,
+    }
+
+
+def agent_plan(cfg: StackConfig) -> dict[str, Any] | None:
+    """The Plan that moves every worker to the same version, only after every server.
+
+    Its `prepare` container runs `prepare k3s-server` before each agent's upgrade: the
+    upgrade image waits there until the server Plan has upgraded every server (the Kubernetes
+    skew policy: a kubelet is never newer than the apiserver). source: k3s-io/docs
+    docs/upgrades/automated.md @ 6a6e7ba (the agent Plan example) and rancher/k3s-upgrade
+    scripts/upgrade.sh (`prepare` waits for the named Plan's latestVersion on every node it
+    selects); checked 2026-12-04. None without workers.
+    """
+    if not any(pool.most_servers for pool in cfg.workers.values()):
+        return None
+    suc = release()
+    spec: dict[str, Any] = {
+        "concurrency": cfg.upgrades.agent_concurrency,
+        "cordon": True,
+        "nodeSelector": {
+            "matchExpressions": [{"key": suc.control_plane_label, "operator": "DoesNotExist"}]
+        },
+        "prepare": {"image": suc.upgrade_image, "args": ["prepare", SERVER_PLAN_NAME]},
+        "serviceAccountName": suc.service_account,
+        "upgrade": {"image": suc.upgrade_image},
+        "version": cfg.control_plane.k3s_version,
+    }
+    if cfg.upgrades.agent_drain:
+        spec["drain"] = {"force": True, "deleteEmptydirData": True, "ignoreDaemonSets": True}
+    return {
+        "apiVersion": "upgrade.cattle.io/v1",
+        "kind": "Plan",
+        "metadata": {"name": AGENT_PLAN_NAME, "namespace": suc.namespace},
         "spec": spec,
     }

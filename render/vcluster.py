@@ -157,6 +157,11 @@ def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
     distro: dict[str, Any] = {"enabled": True, "version": kubernetes_version()}
     if distro_ctx:
         distro["securityContext"] = distro_ctx
+    # Exactly the label k3s puts on the nodes (naming.region_label); anything else leaves every
+    # vCluster pod Pending. Workers carry it too, so the pod may run on a worker pool.
+    scheduling: dict[str, Any] = {"nodeSelector": {REGION_LABEL_KEY: region_label(cfg)}}
+    if spec.tolerations:
+        scheduling["tolerations"] = [t.manifest() for t in spec.tolerations]
     return {
         # The syncer labels every virtual namespace with this level and checks each pod against
         # it before creating it here, so a tenant reads PodSecurity's refusal from their own API
@@ -179,9 +184,7 @@ def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
                 "persistence": {
                     "volumeClaim": {"enabled": True, "size": "5Gi", "storageClass": "local-path"}
                 },
-                # Exactly the label k3s puts on the nodes (naming.region_label); anything else
-                # leaves every vCluster pod Pending.
-                "scheduling": {"nodeSelector": {REGION_LABEL_KEY: region_label(cfg)}},
+                "scheduling": scheduling,
                 "security": security,
             },
             "service": {"spec": {"type": "ClusterIP"}},

@@ -21,7 +21,7 @@ from checks.preflight import parse as parse_config
 from config import grammar
 from config.errors import SovereignConfigError
 from config.models import StackConfig
-from render.cloudinit import cluster_dns, render_user_data
+from render.cloudinit import cluster_dns, render_agent_user_data, render_user_data
 from tools.mockrun import evaluate, stack_config
 
 BASES = {stack: stack_config(stack) for stack in ("primary", "secondary")}
@@ -149,6 +149,8 @@ def assert_usable(cfg: StackConfig) -> None:
     assert dns in ipaddress.ip_network(cfg.service_cidr)
     for node in range(cfg.control_plane.count):
         assert render_user_data(cfg, node, "198.51.100.7", "t" * 64)
+    for pool in cfg.workers:
+        assert render_agent_user_data(cfg, pool, "t" * 64)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -190,7 +192,9 @@ NASTY: list[Any] = [
 @pytest.mark.parametrize("path", ALL_PATHS, ids=lambda p: ".".join(map(str, p)))
 def test_every_key_takes_any_value_without_a_traceback(path: tuple[Any, ...]) -> None:
     # Each key of the model tree, every free-text field among them, gets every kind of value.
-    stack = "secondary" if path and path[0] == "vclusters" and "mgmt" not in path else "primary"
+    in_primary = path in leaf_paths(FULL["primary"])
+    vcluster = bool(path) and path[0] == "vclusters" and "mgmt" not in path
+    stack = "secondary" if vcluster or not in_primary else "primary"
     for value in NASTY:
         raw = copy.deepcopy(FULL[stack])
         parent: Any = raw

@@ -126,11 +126,12 @@ def test_cidrs_per_index_reach_the_servers_under_mocks() -> None:
 def test_api_endpoint_feeds_both_k3s_and_cilium() -> None:
     single, ha = cfg("primary"), cfg("secondary")
     assert cloudinit.api_endpoint(single) == cloudinit.ApiEndpoint("10.0.1.2", 6443)
-    assert cloudinit.api_endpoint(ha) == cloudinit.ApiEndpoint("127.0.0.1", 6444)
+    assert cloudinit.api_endpoint(ha) == cloudinit.ApiEndpoint("10.0.1.253", 6443)
     for c in (single, ha):
         values, flags = cilium_values(c), k3s(c)
         endpoint = (values["k8sServiceHost"], values["k8sServicePort"])
-        assert endpoint != ("127.0.0.1", 6443), "workers have no API server on 127.0.0.1:6443"
+        for kind in ("server", "agent"):
+            assert endpoint in cloudinit.reachable_api(c, kind)
         if c.control_plane.count == 1:
             assert values["k8sServiceHost"] == flags["advertise-address"]
 
@@ -172,6 +173,9 @@ def test_user_data_stays_under_hetzners_cap_with_room_to_spare() -> None:
             # Half: the CA files (cp-1), a restore and a registry password come on top
             # (the worst case, checked at preview).
             assert size < cloudinit.USER_DATA_CAP / 2
+        for pool in c.workers:
+            size = len(cloudinit.render_agent_user_data(c, pool, TOKEN, "x" * 128).encode())
+            assert size < cloudinit.USER_DATA_CAP / 3
 
 
 def test_user_data_over_the_cap_is_refused_at_preview_with_its_size() -> None:
@@ -400,3 +404,129 @@ def test_worst_case_ca_files_are_at_least_as_large_as_real_ones(tmp_path: Path) 
     assert len(cert.read_bytes()) <= len(cloudinit.worst_case_pem("etcd/peer-ca.crt"))
     for real in (rsa, rsa1):
         assert len(real.read_bytes()) <= len(cloudinit.worst_case_pem("service.key"))
+
+
+# Workers: the same boot renderer with the role as its parameter.
+
+
+def agent_files(c: StackConfig, pool: str = "general") -> dict[str, dict[str, Any]]:
+    doc = yaml.safe_load(cloudinit.render_agent_user_data(c, pool, TOKEN))
+    return {f["path"]: f for f in doc["write_files"]}
+
+
+def test_an_agent_boots_the_server_boot_with_its_role_as_the_only_difference() -> None:
+    c = cfg("secondary")
+    server = {
+        f["path"]: f
+        for f in yaml.safe_load(cloudinit.render_user_data(c, 1, PUBLIC_IP, TOKEN))["write_files"]
+    }
+    agent = agent_files(c)
+    # The same hardening, keys and bounded install; only the k3s mode and unit name differ.
+    for path in (cloudinit.SSHD_DROP_IN_PATH, "/root/.ssh/authorized_keys"):
+        assert agent[path] == server[path]
+    install = agent[cloudinit.INSTALL_SCRIPT_PATH]["content"]
+    assert install == server[cloudinit.INSTALL_SCRIPT_PATH]["content"].replace(
+        "INSTALL_K3S_EXEC=server", "INSTALL_K3S_EXEC=agent"
+    )
+    assert cloudinit.K3S_AGENT_DROP_IN_PATH in agent
+    assert cloudinit.K3S_DROP_IN_PATH not in agent
+    k3s_agent = yaml.safe_load(agent[cloudinit.K3S_CONFIG_PATH]["content"])
+    # Agents join the stable endpoint (the API LB's private address on HA), as cp-2/cp-3 do.
+    assert k3s_agent["server"] == "https://10.0.1.253:6443" == cloudinit.join_url(c)
+    assert "cluster-init" not in k3s_agent
+    assert "tls-san" not in k3s_agent
+    assert "catalyst.openova.io/role=worker" in k3s_agent["node-label"]
+    assert "openova.io/pool=general" in k3s_agent["node-label"]
+    assert "openova.io/region=omantel-hel1-2" in k3s_agent["node-label"]
+    assert "workload=general" in k3s_agent["node-label"]
+    single = cfg("primary", workers={"edge": {"serverType": "cpx22"}})
+    single_agent = yaml.safe_load(agent_files(single, "edge")[cloudinit.K3S_CONFIG_PATH]["content"])
+    assert single_agent["server"] == "https://10.0.1.2:6443"
+
+
+def test_an_agent_reads_its_address_once_bounded_and_hands_it_to_k3s() -> None:
+    script = agent_files(cfg("secondary"))[cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH]["content"]
+    assert "\naddress=''\n" in script
+    assert f'if [[ -z "$address" && -s {cloudinit.ADDRESS_RECORD_PATH} ]]; then' in script
+    assert f"printf 'node-ip: %s\\n' \"$address\" >{cloudinit.NODE_IP_CONFIG_PATH}" in script
+    loops = [line.strip() for line in script.splitlines() if line.strip().startswith("while")]
+    assert len(loops) == 4
+    assert all(line == "while ((SECONDS < deadline)); do" for line in loops)
+    assert "lists no \\\nprivate network: the server is not attached" in script
+    # A server's address is pinned: its script never reads one from the metadata service.
+    server = written(cfg("secondary"), 1, cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH)["content"]
+    assert cloudinit.ADDRESS_RECORD_PATH not in server
+
+
+def test_agent_taints_are_k3s_node_taints() -> None:
+    c = cfg(
+        "secondary",
+        workers={
+            "general": {
+                "serverType": "cpx32",
+                "taints": [
+                    {"key": "dedicated", "value": "dmz", "effect": "NoSchedule"},
+                    {"key": "gpu", "effect": "NoExecute"},
+                ],
+            }
+        },
+        # Some pod must tolerate each taint (checks/workers.py).
+        vclusters={
+            "dmz": {"tolerations": [{"key": "dedicated", "value": "dmz"}]},
+            "rtz": {"tolerations": [{"key": "gpu", "operator": "Exists"}]},
+        },
+    )
+    k3s_agent = yaml.safe_load(agent_files(c)[cloudinit.K3S_CONFIG_PATH]["content"])
+    assert k3s_agent["node-taint"] == ["dedicated=dmz:NoSchedule", "gpu:NoExecute"]
+
+
+def test_agent_user_data_passes_cloud_inits_schema_and_shellcheck(tmp_path: Path) -> None:
+    if CLOUD_INIT is None or SHELLCHECK is None:
+        if os.environ.get("CI"):
+            pytest.fail("cloud-init and shellcheck are installed by .ci/run")
+        pytest.skip("cloud-init or shellcheck not installed here (CI installs both)")
+    c = cfg("secondary", registryMirror={"enabled": True})
+    path = tmp_path / "agent.yaml"
+    path.write_text(cloudinit.render_agent_user_data(c, "general", TOKEN))
+    result = subprocess.run(
+        [CLOUD_INIT, "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    files = agent_files(c)
+    for name in (cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH, cloudinit.INSTALL_SCRIPT_PATH):
+        script = tmp_path / Path(name).name
+        script.write_text(files[name]["content"])
+        result = subprocess.run(
+            [SHELLCHECK, "--severity=style", str(script)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout
+
+
+def test_an_agent_boots_behind_the_same_metadata_fence_as_a_server() -> None:
+    from render.metadata_fence import FENCE_RULES_PATH, FENCE_UNIT, FENCE_UNIT_PATH
+
+    doc = yaml.safe_load(cloudinit.render_agent_user_data(cfg("secondary"), "general", TOKEN))
+    files = {f["path"]: f["content"] for f in doc["write_files"]}
+    assert FENCE_RULES_PATH in files
+    # The agent's unit is k3s-agent.service: the fence must hold it back too.
+    assert "RequiredBy=k3s.service k3s-agent.service" in files[FENCE_UNIT_PATH]
+    assert doc["packages"] == ["nftables"]
+    assert doc["runcmd"][1] == ["systemctl", "enable", "--now", FENCE_UNIT]
+    assert doc["runcmd"][-1] == [cloudinit.INSTALL_SCRIPT_PATH]
+
+
+def test_an_arm64_pool_downloads_the_arm64_k3s_binary() -> None:
+    c = cfg("primary", workers={"arm": {"serverType": "cax21"}})
+    agent = agent_files(c, "arm")[cloudinit.INSTALL_SCRIPT_PATH]["content"]
+    server = written(c, 0, cloudinit.INSTALL_SCRIPT_PATH)["content"]
+    _, arm = cloudinit.k3s_downloads(c, "cax21")
+    _, x86 = cloudinit.k3s_downloads(c)
+    assert arm.url != x86.url
+    assert f"binary_url={arm.url}" in agent
+    assert f"binary_url={x86.url}" in server

@@ -76,7 +76,7 @@ def server(run: Run, n: int) -> Any:
 
 
 def test_server_plan_carries_the_version_one_server_at_a_time_cordoned(secondary: Run) -> None:
-    plan = secondary.one(PLAN)
+    plan = secondary.one(PLAN, "slot-03-system-upgrade-server-plan")
     spec = plan.inputs["spec"]
     assert spec["version"] == "v1.35.6+k3s1"
     assert spec["concurrency"] == 1
@@ -114,7 +114,10 @@ def test_a_version_bump_changes_the_plan_not_the_servers() -> None:
         live_servers=live("secondary", "v1.32.11+k3s3"),
     )
     assert run.error is None, run.error
-    assert run.one(PLAN).inputs["spec"]["version"] == "v1.33.14+k3s1"
+    assert (
+        run.one(PLAN, "slot-03-system-upgrade-server-plan").inputs["spec"]["version"]
+        == "v1.33.14+k3s1"
+    )
     for n in (1, 2, 3):
         s = server(run, n)
         assert set(s.ignore_changes) == {"userData", "image", "sshKeys"}

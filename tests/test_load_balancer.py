@@ -72,7 +72,11 @@ def test_gateway_listens_on_the_host_and_waits_for_cilium() -> None:
 
 def test_targets_are_every_server_over_the_private_network() -> None:
     run = run_with("secondary", WITH_GATEWAY)
-    servers = {s.urn for s in run.of_type("hcloud:index/server:Server")}
+    servers = {
+        s.urn
+        for s in run.of_type("hcloud:index/server:Server")
+        if s.inputs["labels"]["catalyst.openova.io/role"] == "control-plane"
+    }
     targets = ingress(run, TARGET)
     assert len(targets) == len(servers) == 3
     for target in targets:
@@ -119,3 +123,40 @@ def test_gateway_values_follow_the_switch() -> None:
     cfg = parse(stack_config("primary"), "primary")
     assert cilium_values(cfg)["gatewayAPI"] == {"enabled": False}
     assert ingress_gateway(cfg) is None
+
+
+def test_the_ingress_pool_is_targeted_by_label_and_the_gateway_listens_only_there() -> None:
+    overrides = {**WITH_GATEWAY, "loadBalancer": {"enabled": True, "pool": "general"}}
+    run = run_with("secondary", overrides)
+    (target,) = ingress(run, TARGET)
+    assert target.inputs["type"] == "label_selector"
+    assert target.inputs["usePrivateIp"] is True
+    selector = dict(term.split("=", 1) for term in target.inputs["labelSelector"].split(","))
+    assert selector == {"openova.io/region": "omantel-hel1-2", "openova.io/pool": "general"}
+    # The selector matches every worker of the pool and no control-plane server.
+    matched = {
+        s.inputs["name"]
+        for s in run.of_type("hcloud:index/server:Server")
+        if selector.items() <= s.inputs["labels"].items()
+    }
+    assert matched == {"omantel-hel1-2-general-1", "omantel-hel1-2-general-2"}
+    # Envoy's host listeners run on the nodes of that pool only (their k3s node label).
+    cilium = next(r for r in run.of_type(RELEASE) if r.inputs["name"] == "cilium")
+    nodes = cilium.inputs["values"]["gatewayAPI"]["hostNetwork"]["nodes"]
+    assert nodes == {"matchLabels": {"openova.io/pool": "general"}}
+
+
+def test_an_ingress_pool_that_does_not_exist_or_is_empty_is_refused() -> None:
+    run = evaluate("secondary", {**WITH_GATEWAY, "loadBalancer": {"enabled": True, "pool": "edge"}})
+    assert run.registrations == []
+    assert (
+        "sovereign:loadBalancer.pool = 'edge': the name of a pool in sovereign:workers (general)"
+        in str(run.error)
+    )
+    empty = {
+        **WITH_GATEWAY,
+        "loadBalancer": {"enabled": True, "pool": "general"},
+        "workers": {"general": {"count": 0}},
+    }
+    run = evaluate("secondary", empty)
+    assert "general has count 0" in str(run.error)

@@ -109,7 +109,8 @@ def test_cilium_values(primary: Run, secondary: Run) -> None:
     ha = release(secondary, "cilium")["values"]
     assert single["kubeProxyReplacement"] is True
     assert (single["k8sServiceHost"], single["k8sServicePort"]) == ("10.0.1.2", 6443)
-    assert (ha["k8sServiceHost"], ha["k8sServicePort"]) == ("127.0.0.1", 6444)
+    # Neither loopback port answers on both node kinds; the API LB's private address does.
+    assert (ha["k8sServiceHost"], ha["k8sServicePort"]) == ("10.0.1.253", 6443)
     assert single["ipam"] == {"mode": "kubernetes"}
     assert single["cluster"] == {"name": "omantel-fsn1", "id": 1}
     assert ha["cluster"] == {"name": "omantel-hel1-2", "id": 2}
@@ -118,15 +119,28 @@ def test_cilium_values(primary: Run, secondary: Run) -> None:
     assert ha["operator"]["replicas"] == 2
 
 
-def test_cilium_refuses_an_api_address_workers_do_not_have(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("stack", "host", "port", "kind"),
+    [
+        # Only servers run the apiserver on their loopback: an agent has nothing on :6443.
+        ("primary", "127.0.0.1", 6443, "agent"),
+        # Only agents run k3s's client load balancer: a server has nothing on :6444.
+        ("secondary", "127.0.0.1", 6444, "server"),
+    ],
+)
+def test_cilium_refuses_an_api_address_some_node_kind_does_not_have(
+    monkeypatch: pytest.MonkeyPatch, stack: str, host: str, port: int, kind: str
+) -> None:
     from checks.preflight import parse as parse_config
     from render import cilium, cloudinit
     from tools.mockrun import stack_config
 
-    cfg = parse_config(stack_config("primary"), "primary")
-    monkeypatch.setattr(cilium, "api_endpoint", lambda _: cloudinit.ApiEndpoint("127.0.0.1", 6443))
+    raw = {**stack_config(stack), "workers": {"general": {"serverType": "cpx32", "count": 1}}}
+    cfg = parse_config(raw, stack)
+    monkeypatch.setattr(cilium, "api_endpoint", lambda _: cloudinit.ApiEndpoint(host, port))
     with pytest.raises(
-        cilium.UnreachableApiError, match=r"k8sServiceHost 127.0.0.1:6443 exists only on servers"
+        cilium.UnreachableApiError,
+        match=rf"k8sServiceHost {host}:{port}: no API server answers there on a k3s {kind}",
     ):
         cilium.cilium_values(cfg)
 

@@ -13,6 +13,7 @@ from checks import rendered as checks
 from checks.preflight import parse
 from config.errors import SovereignConfigError
 from config.models import DEFAULT_MIRROR_PROJECTS, Image, StackConfig
+from render import cloudinit
 from render.helm import RenderedObject, RenderError, render_chart
 from render.manifests import images, is_pinned, kinds, pod_templates, registry_of
 from render.pod_security import evaluate as pss_evaluate
@@ -416,11 +417,14 @@ def test_a_nodeselector_no_node_carries_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("stack", "host", "port"), [("primary", "10.0.1.2", "6443"), ("secondary", "127.0.0.1", "6444")]
+    ("stack", "host", "port"),
+    [("primary", "10.0.1.2", "6443"), ("secondary", "10.0.1.253", "6443")],
 )
-def test_the_cilium_agent_reaches_the_api_the_k3s_flags_provide(
+def test_the_cilium_agent_reaches_the_api_from_every_node_kind(
     stack: str, host: str, port: str, rendered: dict[str, list[checks.RenderedRelease]]
 ) -> None:
+    # The secondary runs servers and agents (its worker pool); read what the DaemonSet's pods
+    # really get and check it against where k3s serves the API on each kind of node.
     agent = obj(by_name(rendered[stack], "cilium"), "DaemonSet", "cilium")
     container = next(
         c
@@ -429,20 +433,40 @@ def test_the_cilium_agent_reaches_the_api_the_k3s_flags_provide(
     )
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert (env["KUBERNETES_SERVICE_HOST"], env["KUBERNETES_SERVICE_PORT"]) == (host, port)
-    assert checks.cilium_wiring_problems(cfg_of(stack), rendered[stack]) == []
+    cfg = cfg_of(stack)
+    for kind in cloudinit.node_kinds(cfg):
+        assert (host, int(port)) in cloudinit.reachable_api(cfg, kind)
+    assert cloudinit.node_kinds(cfg_of("secondary")) == ("server", "agent")
+    assert checks.cilium_wiring_problems(cfg, rendered[stack]) == []
 
 
-def test_cilium_pointed_elsewhere_than_the_k3s_api_is_refused(
-    monkeypatch: pytest.MonkeyPatch, rendered: dict[str, list[checks.RenderedRelease]]
+def _cilium_at(cfg: Any, host: str, port: int) -> checks.RenderedRelease:
+    """The Cilium release of `cfg` as Helm renders it with k8sServiceHost/Port overridden."""
+    spec = next(r for r in releases(cfg) if r.name == "cilium")
+    values = {**spec.values, "k8sServiceHost": host, "k8sServicePort": port}
+    objects = render_chart(spec.chart.package, values, name=spec.name, namespace=spec.namespace)
+    return checks.RenderedRelease(spec, objects)
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "kind"),
+    [
+        # The loopback apiserver exists only on servers: Cilium on the workers would not start.
+        ("127.0.0.1", 6443, "agent"),
+        # k3s's client load balancer exists only on agents (servers disable it).
+        ("127.0.0.1", 6444, "server"),
+        ("10.0.1.9", 6443, "server"),
+    ],
+)
+def test_a_cilium_daemonset_some_node_kind_cannot_reach_the_api_from_is_refused(
+    host: str, port: int, kind: str
 ) -> None:
-    from render.cloudinit import ApiEndpoint
-
-    monkeypatch.setattr(checks, "api_endpoint", lambda _cfg: ApiEndpoint("10.0.1.9", 6443))
-    problems = checks.cilium_wiring_problems(cfg_of("primary"), rendered["primary"])
+    cfg = cfg_of("secondary")
+    problems = checks.cilium_wiring_problems(cfg, [_cilium_at(cfg, host, port)])
     agent = [p for p in problems if "DaemonSet/cilium spec" in p.path and "[0]" in p.path]
     assert agent
-    assert agent[0].value == "KUBERNETES_SERVICE_HOST='10.0.1.2'"
-    assert agent[0].allowed.startswith("10.0.1.9 (the k3s API as the flags configure it")
+    assert agent[0].value == f"KUBERNETES_SERVICE_HOST={host!r} KUBERNETES_SERVICE_PORT='{port}'"
+    assert any(f"a k3s {kind} serves" in p.allowed for p in agent)
 
 
 def test_cert_manager_renders_what_its_wait_depends_on(

@@ -6,9 +6,20 @@ import zlib
 
 import yaml
 
-from tools.mockrun import FAKE_K3S_TOKEN, Run, evaluate
+from tools.mockrun import FAKE_K3S_TOKEN, Registration, Run, evaluate
 
 SERVER = "hcloud:index/server:Server"
+
+
+def cp_servers(run: Run) -> list[Registration]:
+    """The control-plane servers (worker pools have servers of their own)."""
+    return [
+        s
+        for s in run.of_type(SERVER)
+        if s.inputs["labels"].get("catalyst.openova.io/role") == "control-plane"
+    ]
+
+
 PRIMARY_IP = "hcloud:index/primaryIp:PrimaryIp"
 COMMAND = "command:local:Command"
 LB_TARGET = "hcloud:index/loadBalancerTarget:LoadBalancerTarget"
@@ -16,8 +27,8 @@ PROVIDER = "pulumi:providers:kubernetes"
 
 
 def test_primary_has_one_server_and_secondary_three(primary: Run, secondary: Run) -> None:
-    assert [s.inputs["name"] for s in primary.of_type(SERVER)] == ["omantel-fsn1-cp-1"]
-    assert sorted(s.inputs["name"] for s in secondary.of_type(SERVER)) == [
+    assert [s.inputs["name"] for s in cp_servers(primary)] == ["omantel-fsn1-cp-1"]
+    assert sorted(s.inputs["name"] for s in cp_servers(secondary)) == [
         "omantel-hel1-2-cp-1",
         "omantel-hel1-2-cp-2",
         "omantel-hel1-2-cp-3",
@@ -25,15 +36,15 @@ def test_primary_has_one_server_and_secondary_three(primary: Run, secondary: Run
 
 
 def test_servers_sit_at_fixed_private_ips_in_the_region_network(secondary: Run) -> None:
-    ips = sorted(s.inputs["networks"][0]["ip"] for s in secondary.of_type(SERVER))
+    ips = sorted(s.inputs["networks"][0]["ip"] for s in cp_servers(secondary))
     assert ips == ["10.0.1.2", "10.0.1.3", "10.0.1.4"]
     network = secondary.one("hcloud:index/network:Network")
-    subnet = secondary.one("hcloud:index/networkSubnet:NetworkSubnet")
+    subnet = secondary.one("hcloud:index/networkSubnet:NetworkSubnet", "omantel-hel1-2-subnet")
     assert network.inputs["ipRange"] == "10.0.0.0/16"
     assert subnet.inputs["ipRange"] == "10.0.1.0/24"
     assert subnet.inputs["networkZone"] == "eu-central"
     assert subnet.inputs["type"] == "cloud"
-    for server in secondary.of_type(SERVER):
+    for server in cp_servers(secondary):
         assert subnet.urn in server.dependencies, (
             "Hetzner attaches servers only to existing subnets"
         )
@@ -85,7 +96,7 @@ def test_names_and_labels_never_collide_between_regions(primary: Run, secondary:
 
 
 def test_control_plane_is_protected_and_never_silently_replaced(secondary: Run) -> None:
-    for server in secondary.of_type(SERVER):
+    for server in cp_servers(secondary):
         assert server.protect is True
         assert set(server.ignore_changes) == {"userData", "image", "sshKeys"}
         assert server.delete_before_replace is False
@@ -101,7 +112,7 @@ def test_replacement_needs_an_explicit_opt_in_naming_one_server() -> None:
         {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-2"}},
     )
     assert run.error is None, run.error
-    first, second, third = sorted(run.of_type(SERVER), key=lambda s: s.name)
+    first, second, third = sorted(cp_servers(run), key=lambda s: s.name)
     assert second.ignore_changes == []
     # The fixed private IP must be free before the successor is created.
     assert second.delete_before_replace is True
@@ -154,7 +165,7 @@ def test_the_wait_runs_on_the_deployer_after_every_server_without_ssh(secondary:
     env = wait.inputs["environment"]
     assert env["SOVEREIGN_NODES"] == ",".join(f"omantel-hel1-2-cp-{n}" for n in (1, 2, 3))
     assert int(env["SOVEREIGN_TIMEOUT"]) <= 900
-    servers = {s.urn for s in secondary.of_type(SERVER)}
+    servers = {s.urn for s in cp_servers(secondary)}
     targets = {t.urn for t in secondary.of_type(LB_TARGET) if "api-lb" in t.name}
     assert servers | targets <= set(wait.dependencies)
 
@@ -237,7 +248,7 @@ def test_firewall_applies_by_label_and_no_input_drifts_after_a_refresh(secondary
     assert "serverIds" not in attachment.inputs
     assert "applyTos" not in firewall.inputs
     servers = secondary.of_type("hcloud:index/server:Server")
-    assert len(servers) == 3
+    assert len(servers) == 5  # three control-plane servers and the worker pool's two
     for server in servers:
         assert "firewallIds" not in server.inputs
         # Selected by the attachment, which exists before the server boots.

@@ -39,6 +39,16 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
+def _map_of_model(annotation: Any) -> type[BaseModel] | None:
+    """The value model of `dict[str, Model]`, else None."""
+    if get_origin(annotation) is not dict:
+        return None
+    value = get_args(annotation)[1]
+    if isinstance(value, type) and issubclass(value, BaseModel):
+        return value
+    return None
+
+
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "**required**"
@@ -62,6 +72,13 @@ def _rows(model: type[BaseModel], path: str) -> list[str]:
             continue
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows.extend(_rows(annotation, key))
+            continue
+        value_model = _map_of_model(annotation)
+        if value_model is not None:
+            # A map of named objects (worker pools): the map, then one shape for its entries.
+            description = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{key}` | map | {_default(field)} | {description} |")
+            rows.extend(_rows(value_model, f"{key}.<name>"))
             continue
         description = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{key}` | {_type_name(annotation)} | {_default(field)} | {description} |")

@@ -122,6 +122,32 @@ def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[
     return servers
 
 
+def _workers(cfg: StackConfig) -> list[dict[str, Any]]:
+    """Per worker pool: the one agent boot all its servers share, and its worst-case size."""
+    from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_agent_user_data
+
+    pools: list[dict[str, Any]] = []
+    for pool, spec in sorted(cfg.workers.items()):
+        mirror = cfg.registry_mirror.username is not None
+        worst = render_agent_user_data(
+            cfg, pool, "x" * K3S_TOKEN_LENGTH, "x" * 128 if mirror else None
+        )
+        worst_bytes = len(worst.encode())
+        pools.append(
+            {
+                "pool": pool,
+                "serverType": spec.server_type,
+                "count": spec.count,
+                "userData": render_agent_user_data(cfg, pool, SECRET, SECRET if mirror else None),
+                "worstCaseBytes": worst_bytes,
+                "capBytes": USER_DATA_CAP,
+                "headroomBytes": USER_DATA_CAP - worst_bytes,
+                "withinCap": worst_bytes <= USER_DATA_CAP,
+            }
+        )
+    return pools
+
+
 def _vclusters(resources: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Namespaces carrying Pod Security labels, with the Helm release installed into each."""
     from render.vcluster import ROLE_LABEL as VCLUSTER_ROLE_LABEL
@@ -302,6 +328,7 @@ def build_plan(cfg: StackConfig, run: Run) -> dict[str, Any]:
         },
         "resources": resources,
         "servers": _servers(cfg, run, names),
+        "workers": _workers(cfg),
         "releases": releases,
         "problems": problems,
         "unpinned": unpinned_list,
@@ -376,6 +403,13 @@ def summary(plan: Mapping[str, Any]) -> str:
         lines.append(
             f"  {server['name'] or 'server ' + str(server['node'])}: "
             f"{server['worstCaseBytes']:,} / {server['capBytes']:,} bytes ({pct:.1f}%, {verdict})"
+        )
+    for pool in plan.get("workers", []):
+        pct = 100 * pool["worstCaseBytes"] / pool["capBytes"]
+        verdict = "ok" if pool["withinCap"] else "OVER THE CAP"
+        lines.append(
+            f"  pool {pool['pool']} ({pool['count']} x {pool['serverType']}): "
+            f"{pool['worstCaseBytes']:,} / {pool['capBytes']:,} bytes ({pct:.1f}%, {verdict})"
         )
     lines += ["", "Helm releases as Helm renders them (objects by kind; images):"]
     for release in plan["releases"]:
@@ -520,7 +554,7 @@ def _cmd_plan(args: argparse.Namespace, streams: Streams) -> int:
         _write(Path(target), text)
         streams.out.write(summary(plan))
         streams.out.write(f"\nwrote {target}\n")
-    within_cap = all(server["withinCap"] for server in plan["servers"])
+    within_cap = all(node["withinCap"] for node in [*plan["servers"], *plan["workers"]])
     if args.strict and plan["unpinned"]:
         streams.err.write(
             f"--strict: {len(plan['unpinned'])} download(s) or image(s) are not pinned "

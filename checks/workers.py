@@ -1,0 +1,177 @@
+"""Worker pools judged across keys: where a type is sold, group sizes, the ingress pool, size."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any, cast
+
+from config.errors import Problem
+from config.models import StackConfig
+from config.server_types import CATALOGUE, Catalogue
+from config.workers import SPREAD_GROUP_MAX, Taint
+from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_agent_user_data
+from render.naming import worker_name
+
+
+def worker_problems(cfg: StackConfig, catalogue: Catalogue = CATALOGUE) -> list[Problem]:
+    problems: list[Problem] = []
+    for pool, spec in sorted(cfg.workers.items()):
+        key = f"sovereign:workers.{pool}"
+        why = catalogue.refusal(spec.server_type, cfg.region.location)
+        if why is not None:
+            problems.append(Problem(f"{key}.serverType", repr(spec.server_type), why))
+        if spec.placement_group and spec.most_servers > SPREAD_GROUP_MAX:
+            problems.append(
+                Problem(
+                    f"{key}.count",
+                    str(spec.most_servers),
+                    f"at most {SPREAD_GROUP_MAX} servers in the pool's spread placement group "
+                    "(Hetzner's limit); split the pool, or set placementGroup: false to give up "
+                    "the one-server-per-host guarantee",
+                )
+            )
+    problems += _ingress_pool_problems(cfg)
+    problems += _subnet_problems(cfg)
+    problems += _size_problems(cfg)
+    problems += taint_problems(cfg)
+    return problems
+
+
+def _tolerates(toleration: Mapping[str, Any], taint: Taint) -> bool:
+    """Kubernetes' rule: key (empty with Exists: every key), value unless Exists, effect."""
+    if toleration.get("effect") not in (None, "", taint.effect):
+        return False
+    key = toleration.get("key")
+    if toleration.get("operator") == "Exists":
+        return key in (None, "", taint.key)
+    return key == taint.key and str(toleration.get("value", "")) == taint.value
+
+
+def _blanket(toleration: Mapping[str, Any]) -> bool:
+    return toleration.get("operator") == "Exists" and not toleration.get("key")
+
+
+def taint_problems(cfg: StackConfig) -> list[Problem]:
+    """Refuse a pool taint no pod the program deploys tolerates.
+
+    Pods that tolerate every taint (Cilium's agent and operator) run anywhere and do not count:
+    with only those, nothing the region is for could ever run on the pool. Judged on the
+    releases as Helm renders them (cached), so a toleration the chart drops is not counted.
+    """
+    tainted = [
+        (pool, index, taint)
+        for pool, spec in sorted(cfg.workers.items())
+        for index, taint in enumerate(spec.taints)
+        if taint.effect != "PreferNoSchedule" and spec.most_servers
+    ]
+    if not tainted:
+        return []
+    from checks.rendered import render_releases
+    from render.manifests import pod_templates
+
+    specific: list[list[Mapping[str, Any]]] = []
+    for release in render_releases(cfg):
+        for pod in pod_templates(release.objects):
+            raw = pod.spec.get("tolerations")
+            tolerations = [
+                cast(Mapping[str, Any], t)
+                for t in (cast(list[object], raw) if isinstance(raw, list) else [])
+                if isinstance(t, Mapping)
+            ]
+            if not any(_blanket(t) for t in tolerations):
+                specific.append(tolerations)
+    return [
+        Problem(
+            f"sovereign:workers.{pool}.taints[{index}]",
+            repr(taint.flag),
+            "a taint some pod of the region tolerates; none does (only pods that tolerate "
+            "every taint, such as Cilium, would run on the pool), so the pool would stay "
+            "empty: tolerate it in sovereign:vclusters.<name>.tolerations, or remove it",
+        )
+        for pool, index, taint in tainted
+        if not any(_tolerates(t, taint) for tolerations in specific for t in tolerations)
+    ]
+
+
+def _ingress_pool_problems(cfg: StackConfig) -> list[Problem]:
+    pool = cfg.load_balancer.pool
+    if pool is None:
+        return []
+    spec = cfg.workers.get(pool)
+    if spec is None:
+        pools = ", ".join(sorted(cfg.workers)) or "none are configured"
+        return [
+            Problem(
+                "sovereign:loadBalancer.pool",
+                repr(pool),
+                f"the name of a pool in sovereign:workers ({pools}), or unset for the "
+                "control-plane servers",
+            )
+        ]
+    if spec.count == 0:
+        return [
+            Problem(
+                "sovereign:loadBalancer.pool",
+                repr(pool),
+                f"a pool with servers: {pool} has count 0, so the load balancer would have no "
+                "target and the Gateway would listen nowhere",
+            )
+        ]
+    return []
+
+
+def _subnet_problems(cfg: StackConfig) -> list[Problem]:
+    if not cfg.workers:
+        return []
+    value = cfg.network.worker_subnet_cidr
+    workers = ipaddress.ip_network(value)
+    allowed: list[str] = []
+    if not workers.subnet_of(ipaddress.ip_network(cfg.network.cidr)):  # type: ignore[arg-type]
+        allowed.append(f"inside sovereign:network.cidr {cfg.network.cidr}")
+    if workers.overlaps(ipaddress.ip_network(cfg.network.subnet_cidr)):
+        allowed.append(f"apart from sovereign:network.subnetCidr {cfg.network.subnet_cidr}")
+    if not allowed:
+        return []
+    return [
+        Problem("sovereign:network.workerSubnetCidr", repr(value), "a range " + ", ".join(allowed))
+    ]
+
+
+def _size_problems(cfg: StackConfig) -> list[Problem]:
+    """Refuse at preview a pool whose worst-case user_data exceeds Hetzner's cap."""
+    problems: list[Problem] = []
+    secret = "x" * 128
+    for pool in sorted(cfg.workers):
+        password = secret if cfg.registry_mirror.username is not None else None
+        text = render_agent_user_data(cfg, pool, "x" * K3S_TOKEN_LENGTH, password)
+        size = len(text.encode())
+        if size > USER_DATA_CAP:
+            problems.append(
+                Problem(
+                    f"sovereign:workers.{pool} (user_data)",
+                    f"{size} bytes",
+                    f"at most {USER_DATA_CAP} bytes (Hetzner's user_data cap); shorten the pool's "
+                    "labels and taints, sovereign:access.sshPublicKeys or registryMirror.projects",
+                )
+            )
+    return problems
+
+
+def removal_warnings(cfg: StackConfig, live: Mapping[str, str]) -> list[str]:
+    """What this `up` deletes among the workers Hetzner has, said plainly: nothing drains them.
+
+    `live` is server name -> pool. A pool shrinks from its highest-numbered server.
+    """
+    wanted = {
+        worker_name(cfg, pool, index)
+        for pool, spec in cfg.workers.items()
+        for index in range(spec.count)
+    }
+    return [
+        f"worker {server} (pool {pool or '?'}) is deleted by this update WITHOUT a drain: its "
+        "pods stop where they run and local-path volumes on it are lost. Drain it first: "
+        f"kubectl drain {server} --ignore-daemonsets --delete-emptydir-data"
+        for server, pool in sorted(live.items())
+        if server not in wanted
+    ]
