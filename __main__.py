@@ -9,6 +9,7 @@ import pulumi_kubernetes as k8s
 
 from checks import versions
 from checks.day2 import live_shape_problems, skew_problems
+from checks.hetzner import api_public_notice
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
 from checks.upgrades import running_of, step_problems
@@ -46,6 +47,9 @@ cfg = load_config(check=preflight)
 # every preview and up rather than refused.
 for notice in versions.notices(cfg, datetime.date.today()):
     pulumi.log.warn(f"stack {pulumi.get_stack()}: {notice}")
+public_api = api_public_notice(cfg)
+if public_api is not None:
+    pulumi.log.warn(f"stack {pulumi.get_stack()}: {public_api}")
 name = prefix(cfg)
 # The servers as Hetzner has them now: the k3s and Cilium versions each last received (one
 # supported minor per `up`) and how cp-1 booted, and how each vCluster runs (root or rootless,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+
+from config import grammar
 from config.errors import Problem
 from config.models import StackConfig
 from config.server_types import CATALOGUE, Catalogue
@@ -34,3 +37,31 @@ def load_balancer_problems(cfg: StackConfig) -> list[Problem]:
             "would answer there",
         )
     ]
+
+
+def api_public_problems(cfg: StackConfig) -> list[Problem]:
+    """The whole internet on 6443 only when the stack says so with sovereign:api.public: true."""
+    world = grammar.world_families([ipaddress.ip_network(c) for c in cfg.access.api_sources])
+    if cfg.api.public or not world:
+        return []
+    return [
+        Problem(
+            "sovereign:access.apiAllowedCidrs",
+            repr(cfg.access.api_sources),
+            f"sources short of the whole internet (these cover {' and '.join(world)}): list "
+            "the deployer's and operators' addresses, or set sovereign:api.public: true to "
+            "say the API is meant to be public (every preview then warns)",
+        )
+    ]
+
+
+def api_public_notice(cfg: StackConfig) -> str | None:
+    """What every preview and up of a public-API stack says."""
+    if not cfg.api.public:
+        return None
+    return (
+        "sovereign:api.public is true: the Kubernetes API answers the whole internet on 6443 "
+        "(the API load balancer's public interface; Hetzner firewalls do not filter load "
+        "balancers). Only a client certificate or token stands in the way; set it to false "
+        "and deploy from inside the region's network (a runner or a WireGuard peer) to close it"
+    )

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from checks import versions
 from checks.day2 import day2_problems
-from checks.hetzner import load_balancer_problems, server_type_problems
+from checks.hetzner import api_public_problems, load_balancer_problems, server_type_problems
 from checks.tenants import quota_preflight_problems
 from checks.workers import worker_problems
 from config import grammar
@@ -255,6 +255,7 @@ def preflight(cfg: StackConfig) -> list[Problem]:
         *label_problems(cfg),
         *server_type_problems(cfg),
         *load_balancer_problems(cfg),
+        *api_public_problems(cfg),
         *worker_problems(cfg),
         *versions.problems(cfg),
         *gating_problems(cfg),

@@ -33,6 +33,7 @@ from render.naming import (
     NODE_ROLE_LABEL_KEY,
     REGION_LABEL_KEY,
     WORKER_ROLE,
+    api_public_label,
     hetzner_labels,
     pool_selector,
     prefix,
@@ -417,6 +418,7 @@ class ControlPlane(pulumi.ComponentResource):
         cfg: StackConfig,
         net: RegionNetwork,
         labels: dict[str, str],
+        public_interface: bool = True,
     ) -> tuple[hcloud.LoadBalancer, hcloud.LoadBalancerNetwork]:
         """A Hetzner load balancer attached to the region's network at a pinned address."""
         lb = hcloud.LoadBalancer(
@@ -432,6 +434,7 @@ class ControlPlane(pulumi.ComponentResource):
             load_balancer_id=lb.id.apply(int),
             network_id=net.network_id,
             ip=private_ip,
+            enable_public_interface=public_interface,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[net.subnet]),
         )
         return lb, attachment
@@ -464,9 +467,11 @@ class ControlPlane(pulumi.ComponentResource):
             private_ip=cfg.api.private_ip,
             cfg=cfg,
             net=net,
-            # Hetzner firewalls do not filter load balancers: this one serves the API to the
-            # internet, and says so for the policy pack (no-public-api-load-balancer).
-            labels={**labels, API_PUBLIC_LABEL_KEY: "true"},
+            # Hetzner firewalls do not filter load balancers: with a public interface this one
+            # serves the API to the internet, and says so for the policy pack
+            # (no-public-api-load-balancer); without one (the default) only the network reaches it.
+            labels={**labels, API_PUBLIC_LABEL_KEY: api_public_label(cfg)},
+            public_interface=cfg.api.public,
         )
         hcloud.LoadBalancerService(
             f"{name}-api-lb-{API_PORT}",

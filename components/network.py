@@ -11,7 +11,14 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from config.models import StackConfig
-from render.naming import REGION_LABEL_KEY, hetzner_labels, prefix, region_label
+from render.naming import (
+    API_PUBLIC_LABEL_KEY,
+    REGION_LABEL_KEY,
+    api_public_label,
+    hetzner_labels,
+    prefix,
+    region_label,
+)
 
 WORLD: Final = ["0.0.0.0/0", "::/0"]
 # Cilium's WireGuard port: encrypted pod traffic between regions crosses the public network.
@@ -121,7 +128,7 @@ class RegionNetwork(pulumi.ComponentResource):
         self.firewall = hcloud.Firewall(
             f"{name}-fw",
             name=physical,
-            labels=labels,
+            labels={**labels, API_PUBLIC_LABEL_KEY: api_public_label(cfg)},
             rules=pulumi.Output.from_input(args.wireguard_sources).apply(
                 lambda sources: [
                     hcloud.FirewallRuleArgs(**rule) for rule in firewall_rules(cfg, sources)

@@ -44,6 +44,12 @@ class Api(ConfigModel):
         default=None,
         description="Hetzner LB on 6443 in front of the servers. Unset: on with 3 servers.",
     )
+    public: bool = Field(
+        default=False,
+        description="The API load balancer (HA) answers the whole internet on 6443 (Hetzner "
+        "firewalls do not filter load balancers). false: no public interface; the deployer "
+        "reaches the API over the private network (a runner inside it or a WireGuard peer).",
+    )
     load_balancer_type: Literal["lb11", "lb21", "lb31"] = Field(
         default="lb11", description="Hetzner LB type of the API endpoint."
     )

@@ -466,6 +466,9 @@ def tls_sans(cfg: StackConfig, public_ip: str, api_public_ip: str | None = None)
 def api_host(cfg: StackConfig, first_public_ip: str, api_public_ip: str | None) -> str:
     """Where the kubeconfig and the provider reach the API: the LB if there is one, else cp-1."""
     if api_load_balancer(cfg):
+        if not cfg.api.public:
+            # No public interface: the deployer is inside the region's network.
+            return cfg.api.private_ip
         if api_public_ip is None:  # pragma: no cover - the control plane always passes it
             raise AssertionError("an API load balancer without an address")
         return api_public_ip

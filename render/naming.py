@@ -69,3 +69,9 @@ def pool_selector(cfg: StackConfig, pool: str) -> str:
 def worker_name(cfg: StackConfig, pool: str, index: int) -> str:
     """`<sovereign>-<region>-<pool>-<n>`: the Hetzner server and the Kubernetes node name."""
     return f"{prefix(cfg)}-{pool}-{index + 1}"
+
+
+def api_public_label(cfg: StackConfig) -> str:
+    """`openova.io/api-public` on the API load balancer and the firewall: "true" only when the
+    stack says `sovereign:api.public: true` (the policy pack keys off it)."""
+    return "true" if cfg.api.public else "false"

@@ -425,7 +425,7 @@ def test_oversized_tag_and_uppercase_digest_say_what_is_allowed() -> None:
         {"network": {"podCidr": "100.64.0.0/16", "serviceCidr": "172.16.0.0/28"}},
         {"network": {"podCidr": "10.42.0.0/22"}, "controlPlane": {"count": 3}},
         {"access": {"sshAllowedCidrs": ["0.0.0.0/2", "2001:db8::/32"]}},
-        {"access": {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}},
+        {"access": {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}, "api": {"public": True}},
     ],
     ids=str,
 )
@@ -449,9 +449,8 @@ def test_kubernetes_api_defaults_to_the_ssh_sources() -> None:
 
 
 def test_kubernetes_api_open_to_the_world_only_when_listed() -> None:
-    cfg = parse_config(
-        _merged("primary", {"access": {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}}), "primary"
-    )
+    world = {"access": {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}, "api": {"public": True}}
+    cfg = parse_config(_merged("primary", world), "primary")
     rules = {rule["port"]: rule for rule in firewall_rules(cfg) if "port" in rule}
     assert rules["6443"]["source_ips"] == ["0.0.0.0/0", "::/0"]
     assert rules["22"]["source_ips"] == ["203.0.113.10/32"]

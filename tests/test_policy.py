@@ -859,10 +859,14 @@ def test_a_range_or_any_port_that_covers_6443_counts() -> None:
     assert violations("no-world-api", FIREWALL, firewall(api_rule(["::/0"], port="6000-7000")))
 
 
-def test_opening_the_api_to_the_world_in_config_is_caught_by_the_pack() -> None:
-    run = evaluate("primary", {"access": {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}})
+def test_opening_the_api_to_the_world_in_config_needs_api_public_and_then_passes_the_pack() -> None:
+    # Without sovereign:api.public the program refuses it before the pack runs; with it, the
+    # firewall carries openova.io/api-public=true, which the pack's no-world-api accepts.
+    world = {"access": {"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]}}
+    assert "sovereign:api.public: true" in str(evaluate("primary", world).error)
+    run = evaluate("primary", {**world, "api": {"public": True}})
     assert run.error is None, run.error
-    assert set(resource_violations(run)) == {"no-world-api"}
+    assert "no-world-api" not in set(resource_violations(run))
 
 
 LB_URN = urn(guardrails.LOAD_BALANCER, "api-lb")
