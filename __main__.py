@@ -12,7 +12,7 @@ from checks.day2 import live_shape_problems, skew_problems
 from checks.hetzner import api_public_notice
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
-from checks.upgrades import running_of, step_problems
+from checks.upgrades import first_cilium_line, running_of, step_problems
 from checks.workers import removal_warnings
 from components import cluster_objects
 from components.backups import EtcdBackups, EtcdBackupsArgs
@@ -21,6 +21,7 @@ from components.control_plane import (
     ControlPlaneArgs,
     live_control_plane,
     recorded_cilium,
+    recorded_cilium_first,
     recorded_versions,
 )
 from components.fleet import (
@@ -57,11 +58,11 @@ name = prefix(cfg)
 # changes.
 live = live_control_plane(cfg)
 recorded = recorded_versions(cfg, live)
+running = running_of(recorded, recorded_cilium(live))
+# The Cilium line the region was first installed with: Cilium's upgradeCompatibility.
+cilium_first = first_cilium_line(cfg, recorded_cilium_first(live), running)
 skew = [
-    *(
-        step_problems(cfg, running_of(recorded, recorded_cilium(live)))
-        or skew_problems(cfg, recorded)
-    ),
+    *(step_problems(cfg, running) or skew_problems(cfg, recorded)),
     *vcluster_mode_problems(cfg, {server: spec.labels for server, spec in live.items()}),
     *live_shape_problems(cfg, {server: spec.labels for server, spec in live.items()}),
 ]
@@ -95,6 +96,7 @@ control_plane = ControlPlane(
         live=live,
         backup_credentials=backup_credentials,
         registry_password=registry_mirror_password(),
+        cilium_first=cilium_first,
     ),
     opts=gate,
 )
@@ -168,7 +170,14 @@ if backup_credentials is not None:
         pulumi.ResourceOptions(providers={"kubernetes": provider}),
     )
 
-build_slots(cfg, provider, ready=[kubeconfig.ready], nodes=kubeconfig.nodes)
+build_slots(
+    cfg,
+    provider,
+    ready=[kubeconfig.ready],
+    nodes=kubeconfig.nodes,
+    # A new region needs no upgradeCompatibility: it starts on the line it installs.
+    cilium_first=cilium_first if live else None,
+)
 vclusters = active_vclusters(cfg)
 
 pulumi.export("regionKey", cfg.region.key)

@@ -160,6 +160,22 @@ def running_of(k3s: Mapping[str, str], cilium: Mapping[str, str]) -> Running | N
     return Running(k3s=oldest, cilium=lines[0] if lines else LEGACY_CILIUM)
 
 
+def first_cilium_line(
+    cfg: StackConfig, recorded_first: Mapping[str, str], running: Running | None
+) -> str:
+    """The Cilium minor the region was first installed with (render/cilium.upgrade_compatibility).
+
+    As its servers record it (`openova.io/cilium-first`); a region deployed before that label
+    existed, by the line it runs now (before 2026-12-04 every region started on the line it runs,
+    1.18 without a Cilium label); a new region, by the line it is about to install.
+    """
+    if recorded_first:
+        return min(recorded_first.values(), key=minor_key)
+    if running is not None:
+        return minor(running.cilium) or minor(LEGACY_CILIUM) or ""
+    return minor(cfg.cilium.version) or ""
+
+
 def step_problems(cfg: StackConfig, running: Running | None) -> list[Problem]:
     """Refuse a config that is not one supported step from what the region runs."""
     if running is None:

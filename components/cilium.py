@@ -24,6 +24,8 @@ class CiliumArgs:
     after: Sequence[pulumi.Resource] = ()
     # Every node Ready once the CNI is in: the slots after this one wait for it.
     nodes: NodeWait | None = None
+    # The Cilium minor the region was first installed with (None: a new region).
+    first_line: str | None = None
 
 
 class Cilium(pulumi.ComponentResource):
@@ -53,7 +55,7 @@ class Cilium(pulumi.ComponentResource):
             release_name="cilium",
             chart=Chart(name="cilium", version=cfg.cilium.version),
             namespace="kube-system",
-            values=cilium_values(cfg),
+            values=cilium_values(cfg, args.first_line),
             timeout_seconds=cfg.releases.timeout_seconds,
             parent=self,
             depends_on=waits,

@@ -17,10 +17,12 @@ from components.pki import ClusterPki
 from config.day2 import BackupCredentials
 from config.errors import Problem, SovereignConfigError
 from config.models import StackConfig
+from config.support import minor
 from render.cloudinit import (
     API_ENDPOINT_LABEL_KEY,
     API_PORT,
     K3S_TOKEN_LENGTH,
+    SECRETS_ENCRYPTION_LABEL_KEY,
     USER_DATA_CAP,
     BootMode,
     ServerBoot,
@@ -40,8 +42,10 @@ from render.naming import (
     region_label,
 )
 from render.system_upgrade import (
+    CILIUM_FIRST_LABEL_KEY,
     CILIUM_LABEL_KEY,
     VERSION_LABEL_KEY,
+    cilium_first_from_label,
     cilium_from_label,
     version_from_label,
     version_label,
@@ -112,6 +116,33 @@ def recorded_cilium(live: LiveServers) -> dict[str, str]:
     return versions
 
 
+def recorded_cilium_first(live: LiveServers) -> dict[str, str]:
+    """server name -> the Cilium minor the region was first installed with (its label)."""
+    lines: dict[str, str] = {}
+    for name, server in live.items():
+        line = cilium_first_from_label(server.labels.get(CILIUM_FIRST_LABEL_KEY, ""))
+        if line is not None:
+            lines[name] = line
+    return lines
+
+
+def secrets_encryption(live: LiveServers) -> bool:
+    """Whether new servers start k3s with `secrets-encryption` (a k3s critical value).
+
+    k3s lists `--secrets-encryption` among the "Critical Configuration Values" that "must be set
+    to the same value on all servers in the cluster. Failure to do so will cause new servers to
+    fail to join the cluster when using embedded etcd" (docs.k3s.io/cli/server, checked
+    2026-12-04). A new region has it from cluster init; a live one has it exactly when its
+    servers say so (`openova.io/secrets-encryption=true`): a region created before it was on
+    keeps it off for every joiner and replacement until the operator turned it on (docs/day2.md).
+    """
+    if not live:
+        return True
+    return any(
+        server.labels.get(SECRETS_ENCRYPTION_LABEL_KEY) == "true" for server in live.values()
+    )
+
+
 def replacing(cfg: StackConfig, node: int) -> bool:
     return cfg.control_plane.allow_replacement and cfg.replacement.server == f"cp-{node + 1}"
 
@@ -175,6 +206,8 @@ class ControlPlaneArgs:
     backup_credentials: BackupCredentials | None = None
     # The registry mirror's password (a secret config value) for registries.yaml.
     registry_password: pulumi.Output[str] | None = None
+    # The Cilium minor the region was first installed with (checks/upgrades.first_cilium_line).
+    cilium_first: str | None = None
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -209,6 +242,8 @@ class ControlPlane(pulumi.ComponentResource):
             credentials = pulumi.Output.all(
                 args.backup_credentials.access_key, args.backup_credentials.secret_key
             ).apply(lambda v: (str(v[0]), str(v[1])))
+        # Decided for the whole region from the live servers: every server must agree on it.
+        encrypt = secrets_encryption(args.live)
         self.boot_modes: list[BootMode] = [
             boot_mode(cfg, node, args.live) for node in range(cfg.control_plane.count)
         ]
@@ -288,6 +323,7 @@ class ControlPlane(pulumi.ComponentResource):
                             restore_credentials=v[4] if mode == "restore" else None,
                             registry_password=v[5] or None,
                             replacement_generation=v[6],
+                            secrets_encryption=encrypt,
                         ),
                     )
                 )
@@ -312,7 +348,10 @@ class ControlPlane(pulumi.ComponentResource):
                     # Read back at the next preview: the upgrade steps and how cp-1 booted.
                     VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
                     CILIUM_LABEL_KEY: cfg.cilium.version,
+                    CILIUM_FIRST_LABEL_KEY: args.cilium_first or minor(cfg.cilium.version) or "",
                     BOOT_LABEL_KEY: mode,
+                    # Whether k3s encrypts Secrets at rest here: joiners must match it.
+                    SECRETS_ENCRYPTION_LABEL_KEY: "true" if encrypt else "false",
                     # Read back at the next preview: the endpoint the certificates name.
                     API_ENDPOINT_LABEL_KEY: api_endpoint_label(cfg),
                     # And how each vCluster runs (root or rootless), which a live one keeps.

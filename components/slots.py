@@ -27,6 +27,8 @@ class SlotInputs:
 
     after: Sequence[pulumi.Resource]
     nodes: NodeWait | None = None
+    # The Cilium minor the region was first installed with (render/cilium.upgrade_compatibility).
+    cilium_first: str | None = None
 
 
 Build = Callable[[str, StackConfig, SlotInputs, pulumi.ResourceOptions], pulumi.ComponentResource]
@@ -35,7 +37,11 @@ Build = Callable[[str, StackConfig, SlotInputs, pulumi.ResourceOptions], pulumi.
 def _cilium(
     name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
 ) -> pulumi.ComponentResource:
-    return Cilium(name, CiliumArgs(cfg=cfg, after=slot.after, nodes=slot.nodes), opts)
+    return Cilium(
+        name,
+        CiliumArgs(cfg=cfg, after=slot.after, nodes=slot.nodes, first_line=slot.cilium_first),
+        opts,
+    )
 
 
 def _cert_manager(
@@ -75,19 +81,21 @@ def build_slots(
     provider: pulumi.ProviderResource,
     ready: Sequence[pulumi.Resource] = (),
     nodes: NodeWait | None = None,
+    cilium_first: str | None = None,
 ) -> dict[int, pulumi.ComponentResource]:
     """Declare this region's slots in table order, each waiting for the slots it runs after.
 
     A slot that runs after no other slot waits for `ready` (every control-plane node joined) and
     then waits for `nodes` to be Ready: the CNI it installs is what makes them Ready.
+    `cilium_first` is the Cilium minor the region was first installed with (None: new region).
     """
     built: dict[int, pulumi.ComponentResource] = {}
     for slot in active_slots(cfg):
         after = [built[number] for number in slot.after]
         inputs = (
-            SlotInputs(after=after, nodes=None)
+            SlotInputs(after=after, nodes=None, cilium_first=cilium_first)
             if after
-            else SlotInputs(after=list(ready), nodes=nodes)
+            else SlotInputs(after=list(ready), nodes=nodes, cilium_first=cilium_first)
         )
         opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
         built[slot.number] = BUILDERS[slot.number](slot.resource_name, cfg, inputs, opts)

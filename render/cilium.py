@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from config.models import StackConfig
+from config.support import minor, minor_key
 from render.cloudinit import api_endpoint, node_kinds, reachable_api
 from render.naming import POOL_LABEL_KEY, prefix
 from render.system_pods import cilium_resources
@@ -16,8 +17,32 @@ class UnreachableApiError(ValueError):
     """Cilium pointed where some node has no API server."""
 
 
-def cilium_values(cfg: StackConfig) -> dict[str, Any]:
-    """Helm values of the Cilium chart (pure; generated from the same model as the k3s flags)."""
+def upgrade_compatibility(cfg: StackConfig, first_line: str | None) -> str | None:
+    """Cilium's `upgradeCompatibility` for a region first installed with line `first_line`.
+
+    Cilium's upgrade guide: "To minimize datapath disruption during the upgrade, the
+    ``upgradeCompatibility`` option should be set to the initial Cilium version which was
+    installed in this cluster" (cilium/cilium Documentation/operations/upgrade.rst, "Step 2";
+    checked 2026-12-04). The chart keeps the defaults of that first minor wherever a later one
+    changed them (`semverCompare ">=1.x" (default "1.x" .Values.upgradeCompatibility)` in
+    templates/cilium-configmap.yaml and _helpers.tpl of the vendored 1.19.6 chart). So it is set
+    from the `up` that first moves the region past its first minor, and kept on every later one:
+    dropping it again would move the ConfigMap to the newer defaults. A region still on its first
+    line (every new one) needs none ("not required for new installations", values.yaml).
+    """
+    if first_line is None:
+        return None
+    wanted = minor(cfg.cilium.version)
+    if wanted is None or minor_key(first_line) >= minor_key(wanted):
+        return None
+    return first_line
+
+
+def cilium_values(cfg: StackConfig, first_line: str | None = None) -> dict[str, Any]:
+    """Helm values of the Cilium chart (pure; generated from the same model as the k3s flags).
+
+    `first_line` is the Cilium minor the region was first installed with (None: a new region).
+    """
     endpoint = api_endpoint(cfg)
     for kind in node_kinds(cfg):
         if (endpoint.host, endpoint.port) not in reachable_api(cfg, kind):
@@ -45,6 +70,11 @@ def cilium_values(cfg: StackConfig) -> dict[str, Any]:
         # The chart leaves every system pod without requests (render/system_pods.py).
         "envoy": cilium_resources()["envoy"],
         "gatewayAPI": gateway_api_values(cfg),
+        **(
+            {"upgradeCompatibility": compatibility}
+            if (compatibility := upgrade_compatibility(cfg, first_line)) is not None
+            else {}
+        ),
     }
 
 
@@ -55,7 +85,7 @@ INGRESS_GATEWAY_NAMESPACE: Final = "kube-system"
 
 
 def gateway_api_values(cfg: StackConfig) -> dict[str, Any]:
-    """`gatewayAPI` values of the Cilium 1.18 chart.
+    """`gatewayAPI` values of the Cilium chart (the same keys in 1.18 and 1.19).
 
     Host network mode (Cilium 1.16+, Documentation/network/servicemesh/gateway-api/
     host-network-mode.rst): envoy listens on every node on each Gateway listener's port. This

@@ -404,6 +404,10 @@ def api_load_balancer(cfg: StackConfig) -> bool:
     return cfg.control_plane.count > 1
 
 
+# Server label: "true" where k3s runs with `secrets-encryption` (every server of a region created
+# with it), "false" on the servers of a region created before. Read back at preview.
+SECRETS_ENCRYPTION_LABEL_KEY: Final = "openova.io/secrets-encryption"
+
 # Server label recording which API endpoint the region's certificates were issued for: `lb` (the
 # API load balancer's addresses are SANs) or `direct` (cp-1's address). Read back at preview.
 API_ENDPOINT_LABEL_KEY: Final = "openova.io/api-endpoint"
@@ -432,6 +436,10 @@ class ServerBoot:
     # request, so its user_data (a replacing input) differs from the running server's even when
     # everything else renders the same (a joiner's token, addresses and join mode never change).
     replacement_generation: str | None = None
+    # k3s `secrets-encryption`: on for every server of a region created with it, off for the new
+    # servers of a region whose running servers started without it (a value k3s requires to
+    # match on every server; components/control_plane.secrets_encryption).
+    secrets_encryption: bool = True
 
 
 def default_boot(cfg: StackConfig, node: int) -> ServerBoot:
@@ -550,10 +558,11 @@ def k3s_server_config(
         "etcd-snapshot-retention": cfg.backups.retention,
         # Every Secret (the S3 keys' own Secret among them) is AES-encrypted in etcd, so no
         # snapshot on the server's disk or in the bucket holds one in plain text. On from the
-        # first start of every server: k3s does not support turning it on later.
+        # first start of every server of a new region; a server joining a region that runs
+        # without it must not have it either (a critical value, docs.k3s.io/cli/server).
         # source: https://docs.k3s.io/security/secrets-encryption and
         # https://docs.k3s.io/cli/secrets-encrypt (checked 2026-12-04).
-        "secrets-encryption": True,
+        **({"secrets-encryption": True} if boot.secrets_encryption else {}),
         # Every server's API server keeps its own bounded audit log (render/apiserver.py).
         "kube-apiserver-arg": audit_args(),
     }

@@ -131,6 +131,16 @@ def cilium_from_label(value: str) -> str | None:
     return value if _CILIUM_LABEL.fullmatch(value) else None
 
 
+# The Cilium minor the region was first installed with (`1.18`): Cilium's `upgradeCompatibility`
+# value for every later minor (render/cilium.py). Read back at preview, never changed once set.
+CILIUM_FIRST_LABEL_KEY: Final = "openova.io/cilium-first"
+_CILIUM_MINOR = re.compile(r"^[0-9]+\.[0-9]+$")
+
+
+def cilium_first_from_label(value: str) -> str | None:
+    return value if _CILIUM_MINOR.fullmatch(value) else None
+
+
 _VERSION = re.compile(r"^v1\.([0-9]+)\.([0-9]+)\+k3s([0-9]+)$")
 _LABEL = re.compile(r"^v1\.([0-9]+)\.([0-9]+)-k3s([0-9]+)$")
 

@@ -56,6 +56,8 @@ def live(stack: str, version: str, boot: str = "init") -> list[dict[str, Any]]:
                 # The Cilium the committed stacks pin: these tests move k3s alone.
                 "openova.io/cilium-version": "1.19.6",
                 BOOT_LABEL_KEY: boot if n == 1 else "join",
+                # Created with Secrets encrypted at rest (components/control_plane.py).
+                "openova.io/secrets-encryption": "true",
                 # Deployed by this program: its vClusters rootless (checks/tenants.py).
                 **{
                     f"openova.io/vcluster-{vc}": "rootless" if vc in active else "none"
@@ -462,6 +464,42 @@ def test_secrets_are_encrypted_at_rest_on_every_server_from_cluster_init(seconda
     flags = [k3s_config(server(secondary, n)) for n in (1, 2, 3)]
     assert "cluster-init" in flags[0]
     assert all(f["secrets-encryption"] is True for f in flags)
+    # Recorded, so that a later joiner or replacement matches what the servers run.
+    for n in (1, 2, 3):
+        assert server(secondary, n).inputs["labels"]["openova.io/secrets-encryption"] == "true"
+
+
+def older(servers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same region as created before secrets-encryption: its servers carry no label for it."""
+    for entry in servers:
+        entry["labels"].pop("openova.io/secrets-encryption")
+    return servers
+
+
+REPLACE_CP2 = {"controlPlane": {"allowReplacement": True}, "replacement": {"server": "cp-2"}}
+
+
+def test_a_replacement_in_an_older_ha_region_joins_without_secrets_encryption() -> None:
+    # k3s requires `secrets-encryption` to match on every server (a critical value): a new cp-2
+    # with it could not join cp-1 and cp-3, which started without it.
+    run = evaluate("secondary", REPLACE_CP2, live_servers=older(unprotected("secondary")))
+    assert run.error is None, run.error
+    assert server(run, 2).ignore_changes == []  # really replaced
+    assert "secrets-encryption" not in k3s_config(server(run, 2))
+    for n in (1, 2, 3):
+        assert server(run, n).inputs["labels"]["openova.io/secrets-encryption"] == "false"
+
+
+def test_a_replacement_in_a_region_created_with_it_keeps_secrets_encryption() -> None:
+    run = evaluate("secondary", REPLACE_CP2, live_servers=unprotected("secondary"))
+    assert run.error is None, run.error
+    assert k3s_config(server(run, 2))["secrets-encryption"] is True
+    # One server the operator has marked after turning it on (docs/day2.md) turns it on.
+    marked = older(unprotected("secondary"))
+    marked[0]["labels"]["openova.io/secrets-encryption"] = "true"
+    run = evaluate("secondary", REPLACE_CP2, live_servers=marked)
+    assert k3s_config(server(run, 2))["secrets-encryption"] is True
+    assert server(run, 3).inputs["labels"]["openova.io/secrets-encryption"] == "true"
 
 
 def test_local_snapshots_are_kept_without_backups(primary: Run) -> None:

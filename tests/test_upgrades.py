@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from checks.preflight import parse
-from checks.upgrades import LEGACY_CILIUM, NoPathError, Running, path, running_of, step_problems
+from checks.upgrades import (
+    LEGACY_CILIUM,
+    NoPathError,
+    Running,
+    first_cilium_line,
+    path,
+    running_of,
+    step_problems,
+)
+from render.charts import VENDOR_DIR
+from render.cilium import upgrade_compatibility
 from tools.mockrun import ROOT, evaluate, stack_config
 from tools.upgrade_path import main
 
@@ -17,7 +29,9 @@ from tools.upgrade_path import main
 OLD = Running("v1.33.13+k3s2", "1.18.12")
 
 
-def live(k3s: str, cilium: str | None, count: int = 3) -> list[dict[str, Any]]:
+def live(
+    k3s: str, cilium: str | None, count: int = 3, first: str | None = None
+) -> list[dict[str, Any]]:
     labels: dict[str, str] = {
         "openova.io/k3s-version": k3s.replace("+", "-"),
         # The vClusters as they run now (rootless, checks/tenants.py), not what this is about.
@@ -26,6 +40,8 @@ def live(k3s: str, cilium: str | None, count: int = 3) -> list[dict[str, Any]]:
     }
     if cilium is not None:
         labels["openova.io/cilium-version"] = cilium
+    if first is not None:
+        labels["openova.io/cilium-first"] = first
     return [
         {
             "name": f"omantel-hel1-2-cp-{n}",
@@ -148,3 +164,61 @@ def test_upgrade_path_prints_the_steps_from_the_committed_config(tmp_path: Path)
     done = io.StringIO()
     assert main(["primary"], out=done) == 0
     assert "Nothing to change" in done.getvalue()
+
+
+def control_plane(run: Any) -> list[Any]:
+    servers = run.of_type("hcloud:index/server:Server")
+    return [s for s in servers if "-cp-" in s.inputs["name"]]
+
+
+def cilium_release(run: Any) -> Any:
+    return next(
+        r for r in run.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["name"] == "cilium"
+    )
+
+
+def test_the_step_off_a_regions_first_cilium_line_sets_upgrade_compatibility_to_it() -> None:
+    # A region deployed before the Cilium label runs 1.18: its step to 1.19 keeps 1.18's defaults.
+    run = evaluate(
+        "secondary",
+        {"controlPlane": {"k3sVersion": "v1.33.13+k3s2"}},
+        live_servers=live("v1.33.13+k3s2", None),
+    )
+    assert run.error is None, run.error
+    values = cilium_release(run).inputs["values"]
+    assert values["upgradeCompatibility"] == "1.18"
+    for server in control_plane(run):
+        assert server.inputs["labels"]["openova.io/cilium-first"] == "1.18"
+    schema = json.loads((VENDOR_DIR / "cilium-1.19.6.values.schema.json").read_text())
+    jsonschema.Draft7Validator(schema).validate(values)
+
+
+def test_upgrade_compatibility_stays_the_first_line_on_every_later_up() -> None:
+    # Cilium: "set to the initial Cilium version which was installed in this cluster"; dropping
+    # it the `up` after the step would move the ConfigMap to the newer line's defaults.
+    run = evaluate("secondary", live_servers=live("v1.35.6+k3s1", "1.19.6", first="1.18"))
+    assert run.error is None, run.error
+    assert cilium_release(run).inputs["values"]["upgradeCompatibility"] == "1.18"
+    for server in control_plane(run):
+        assert server.inputs["labels"]["openova.io/cilium-first"] == "1.18"
+
+
+@pytest.mark.parametrize("live_servers", [None, live("v1.35.6+k3s1", "1.19.6", first="1.19")])
+def test_a_region_on_its_first_cilium_line_sets_no_upgrade_compatibility(
+    live_servers: list[dict[str, Any]] | None,
+) -> None:
+    run = evaluate("secondary", live_servers=live_servers)
+    assert run.error is None, run.error
+    assert "upgradeCompatibility" not in cilium_release(run).inputs["values"]
+    for server in control_plane(run):
+        assert server.inputs["labels"]["openova.io/cilium-first"] == "1.19"
+
+
+def test_the_first_line_is_the_oldest_recorded_else_the_running_else_the_configured() -> None:
+    cfg = parse(stack_config("secondary"), "secondary")
+    assert first_cilium_line(cfg, {"a": "1.19", "b": "1.18"}, None) == "1.18"
+    assert first_cilium_line(cfg, {}, OLD) == "1.18"
+    assert first_cilium_line(cfg, {}, None) == "1.19"
+    assert upgrade_compatibility(cfg, "1.18") == "1.18"
+    assert upgrade_compatibility(cfg, "1.19") is None
+    assert upgrade_compatibility(cfg, None) is None
