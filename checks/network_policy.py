@@ -3,7 +3,8 @@
 It reads Kubernetes NetworkPolicies, CiliumNetworkPolicies and CiliumClusterwideNetworkPolicies
 as the provider receives them and answers for one (source, destination, port, protocol), the
 way Cilium combines them (docs.cilium.io "Policy Enforcement Modes" and "Layer 3 examples",
-Cilium 1.18):
+first read for Cilium 1.18; the same model stands in the pages' latest version, after 1.19,
+the line main pins: docs.cilium.io/en/latest/security/policy/intro/, checked 2026-12-04):
 
 - An endpoint selected by any policy with rules in a direction is default-deny in that
   direction (unless that policy sets `enableDefaultDeny` false for it); what the policies allow

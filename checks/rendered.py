@@ -357,8 +357,9 @@ def ccnp_errors(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 SUC_PLAN: Final = ("upgrade.cattle.io/v1", "Plan")
 # PlanSpec of rancher/system-upgrade-controller v0.20.1 (pkg/crds/yaml/generated/
-# upgrade.cattle.io_plans.yaml; required: upgrade, and upgrade.image). Read 2026-11-27, not
-# vendored: the steering repository carries no copy of the CRD.
+# upgrade.cattle.io_plans.yaml; required: upgrade, and upgrade.image), the CRD `up` applies:
+# vendored as render/upstream/system-upgrade-controller-v0.20.1/upgrade.cattle.io_plans.yaml
+# (tests/test_render_checks.py holds these sets to it).
 PLAN_SPEC_FIELDS: Final = frozenset(
     {
         "channel",
@@ -385,9 +386,11 @@ PLAN_UPGRADE_FIELDS: Final = frozenset(
     {"args", "command", "envFrom", "envs", "image", "securityContext", "volumes"}
 )
 GATEWAY: Final = ("gateway.networking.k8s.io/v1", "Gateway")
-# Gateway spec and listener fields of Gateway API v1.3.0 (config/crd/standard/
-# gateway.networking.k8s.io_gateways.yaml: spec requires gatewayClassName and listeners; a
-# listener requires name, port 1-65535 and protocol; tls.mode is Terminate or Passthrough).
+# Gateway spec and listener fields of the Gateway API releases the Cilium lines pin (v1.3.0 for
+# 1.18, v1.4.0 for 1.19: config/data/support_matrix.yaml), identical in both (config/crd/
+# standard/gateway.networking.k8s.io_gateways.yaml, vendored in render/upstream/: spec requires
+# gatewayClassName and listeners; a listener requires name, port 1-65535 and protocol; tls.mode
+# is Terminate or Passthrough; tests/test_render_checks.py holds these sets to each release).
 GATEWAY_SPEC_FIELDS: Final = frozenset(
     {"addresses", "gatewayClassName", "infrastructure", "listeners"}
 )

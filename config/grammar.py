@@ -215,7 +215,7 @@ def chart_version(value: str) -> str:
 def gateway_api_release(value: str) -> str:
     if not GATEWAY_API_RELEASE.fullmatch(value):
         raise ValueError(
-            "a Gateway API release tag vMAJOR.MINOR.PATCH, e.g. v1.3.0 (the CRDs are fetched "
-            "from that release)"
+            "a Gateway API release tag vMAJOR.MINOR.PATCH, e.g. v1.4.0 (the CRDs of that "
+            "release, vendored in render/upstream/)"
         )
     return value

@@ -672,3 +672,27 @@ def test_a_policy_the_allow_deny_evaluator_cannot_read_is_a_problem() -> None:
     problems = checks.policy_problems([("resource slot-54-dmz-egress", doc)])
     assert [p.path for p in problems] == ["resource slot-54-dmz-egress"]
     assert "selector keys ['k8s:app']: not a label selector" in problems[0].allowed
+
+
+def _crd_spec(path: Path, version: str) -> dict[str, Any]:
+    crd = yaml.safe_load(path.read_text())
+    (served,) = (v for v in crd["spec"]["versions"] if v["name"] == version)
+    return served["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+@pytest.mark.parametrize("release", ["v1.3.0", "v1.4.0"])
+def test_the_gateway_field_sets_are_the_vendored_crds_of_each_pinned_release(release: str) -> None:
+    upstream = Path(__file__).resolve().parent.parent / "render" / "upstream"
+    spec = _crd_spec(
+        upstream / f"gateway-api-{release}/gateway.networking.k8s.io_gateways.yaml", "v1"
+    )
+    assert set(spec["properties"]) == checks.GATEWAY_SPEC_FIELDS
+    assert set(spec["properties"]["listeners"]["items"]["properties"]) == checks.LISTENER_FIELDS
+
+
+def test_the_plan_field_sets_are_the_vendored_plan_crd() -> None:
+    from render.system_upgrade import release
+
+    spec = _crd_spec(release().crd_file, "v1")
+    assert set(spec["properties"]) == checks.PLAN_SPEC_FIELDS
+    assert set(spec["properties"]["upgrade"]["properties"]) == checks.PLAN_UPGRADE_FIELDS
