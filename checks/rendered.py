@@ -30,7 +30,7 @@ from render.cloudinit import WORST_CASE_IPV4, k3s_server_config, node_kinds, rea
 from render.helm import RenderedObject, render_chart
 from render.manifests import image_uses, is_pinned, pod_templates, registry_of
 from render.naming import worker_node_labels
-from render.pins import UPSTREAM_DIR, verified
+from render.pins import UPSTREAM_DIR, verified, verified_bytes
 from render.pod_security import evaluate, refusal_message
 from render.releases import ReleaseSpec, all_releases, manifest_objects
 from render.vcluster import coredns_pods
@@ -475,7 +475,7 @@ POLICY_SCHEMAS: Final[Mapping[tuple[str, str], Path]] = {
 
 @functools.cache
 def _policy_schema(path: Path) -> Mapping[str, Any]:
-    return cast("Mapping[str, Any]", json.loads(verified(path).read_text()))
+    return cast("Mapping[str, Any]", json.loads(verified_bytes(path)[0]))
 
 
 def crd_schemas(rendered: Sequence[RenderedRelease]) -> dict[tuple[str, str], Mapping[str, Any]]:

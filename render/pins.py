@@ -84,17 +84,15 @@ def _folder(path: Path) -> tuple[Path, str]:
     raise PinError(f"{path}: not in a vendored folder ({', '.join(map(str, VENDOR_DIRS))})")
 
 
-@functools.lru_cache(maxsize=64)
-def _checked(path: str, size: int, mtime_ns: int) -> None:
-    # Keyed by size and mtime too: a file changed after its first check is hashed again.
-    directory, name = _folder(Path(path))
+def _check(path: Path, actual: str) -> None:
+    """`PinError` unless `actual` (the sha256 of bytes read from `path`) is the pinned one."""
+    directory, name = _folder(path)
     pin = pins(directory).get(name)
     if pin is None:
         raise PinError(
             f"{name}: not listed in {directory.name}/{MANIFEST}; a new upstream file needs its "
             "sha256 and provenance: python -m tools.vendor refresh <path in refs/>"
         )
-    actual = sha256(Path(path))
     if actual != pin.sha256:
         raise PinError(
             f"{directory.name}/{name}: sha256 {actual} but {directory.name}/{MANIFEST} pins "
@@ -103,17 +101,41 @@ def _checked(path: str, size: int, mtime_ns: int) -> None:
         )
 
 
+@functools.lru_cache(maxsize=64)
+def _checked(path: str, size: int, mtime_ns: int) -> None:
+    # Keyed by size and mtime too: a file changed after its first check is hashed again.
+    _check(Path(path), sha256(Path(path)))
+
+
+def _missing(path: Path) -> PinError:
+    directory, name = _folder(path)
+    return PinError(
+        f"{directory.name}/{name} is not vendored; a new pin needs its file: "
+        f"python -m tools.vendor refresh <path in refs/> (render/{directory.name}/SOURCES.md)"
+    )
+
+
 def verified(path: Path) -> Path:
-    """`path` if its bytes are the ones pinned in its folder's vendor.yaml; else `PinError`."""
+    """`path` if its bytes are the ones pinned in its folder's vendor.yaml; else `PinError`.
+
+    For a file something else reads later (Helm, the Kubernetes provider). A file the program
+    parses itself goes through `verified_bytes`: the bytes checked are the bytes used."""
     if not path.is_file():
-        directory, name = _folder(path)
-        raise PinError(
-            f"{directory.name}/{name} is not vendored; a new pin needs its file: "
-            f"python -m tools.vendor refresh <path in refs/> (render/{directory.name}/SOURCES.md)"
-        )
+        raise _missing(path)
     stat = path.stat()
     _checked(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     return path
+
+
+def verified_bytes(path: Path) -> tuple[bytes, str]:
+    """(bytes, sha256) of `path`, read once and checked against its pin; else `PinError`."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise _missing(path) from None
+    digest = hashlib.sha256(data).hexdigest()
+    _check(path, digest)
+    return data, digest
 
 
 def problems(directory: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -85,3 +86,64 @@ def test_every_chart_the_committed_stacks_pin_is_vendored() -> None:
             assert release.chart.package.is_file(), release.chart
             assert release.chart.values_schema.is_file(), release.chart
     assert {slot.release for slot in SLOTS} >= {"cilium", "cert-manager"}
+
+
+def test_the_applied_manifests_are_parsed_from_verified_bytes_never_from_a_stored_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An edited or stale entry in the on-disk cache must not change what `up` applies: the
+    # upgrade controller's objects (components/system_upgrade.py declares exactly these) come
+    # from the vendored bytes whose sha256 matched, whatever the cache directory holds.
+    from render import manifest_files
+    from render.cache import key
+    from render.system_upgrade import controller_objects, release
+
+    monkeypatch.setenv("SOVEREIGN_CACHE_DIR", str(tmp_path / "cache"))
+    manifest_files._parsed.clear()  # pyright: ignore[reportPrivateUsage]
+    expected = controller_objects()
+    sources = sorted(p for p in release().sources.rglob("*.yaml"))
+    evil = [
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "x"},
+            "spec": {
+                "template": {
+                    "spec": {"containers": [{"name": "c", "image": "evil.example/controller:v6"}]}
+                }
+            },
+        }
+    ]
+    # Whatever an earlier run stored, and an entry where a content-keyed parse would be looked up.
+    stored = list((tmp_path / "cache").rglob("*.json"))
+    for path in sources:
+        stored.append(
+            tmp_path / "cache" / "manifest" / f"{key('manifest', 1, pins.sha256(path))}.json"
+        )
+    for path in stored:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(evil))
+    manifest_files._parsed.clear()  # pyright: ignore[reportPrivateUsage]
+    objects = controller_objects()
+    assert objects == expected
+    images = [
+        c["image"]
+        for o in objects
+        if o["kind"] == "Deployment"
+        for c in o["spec"]["template"]["spec"]["containers"]
+    ]
+    assert images == ["rancher/system-upgrade-controller:v0.20.1"]
+
+
+def test_a_manifest_changed_after_vendoring_is_refused_before_it_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from render import manifest_files
+
+    copy = tmp_path / "upstream"
+    shutil.copytree(UPSTREAM_DIR, copy)
+    monkeypatch.setattr(pins, "VENDOR_DIRS", (copy,))
+    kustomization = copy / "system-upgrade-controller-v0.20.1" / "kustomization.yaml"
+    assert manifest_files.documents(kustomization)[0]["namespace"] == "system-upgrade"
+    kustomization.write_text(kustomization.read_text().replace("system-upgrade", "kube-system"))
+    with pytest.raises(pins.PinError, match=r"kustomization.yaml: sha256 [0-9a-f]{64} but"):
+        manifest_files.documents(kustomization)
