@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -16,6 +17,7 @@ from checks.upgrades import first_cilium_line, running_of, step_problems
 from checks.workers import removal_warnings
 from components import cluster_objects
 from components.backups import EtcdBackups, EtcdBackupsArgs
+from components.cilium import Cilium
 from components.control_plane import (
     ControlPlane,
     ControlPlaneArgs,
@@ -33,6 +35,13 @@ from components.fleet import (
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
 from components.network import RegionNetwork, RegionNetworkArgs, wireguard_peers
 from components.pki import ClusterPki, ClusterPkiArgs
+from components.record import (
+    RegionRecord,
+    RegionRecordArgs,
+    binding_source,
+    declare_deployer_binding,
+    live_record,
+)
 from components.slots import build_slots
 from components.workers import WorkerPool, WorkerPoolArgs, live_workers
 from config.day2 import load_backup_credentials
@@ -57,8 +66,10 @@ name = prefix(cfg)
 # which a live vCluster keeps). Read at preview too, so a refused change fails before anything
 # changes.
 live = live_control_plane(cfg)
+# The region's record (components/record.py): what its last successful steps left behind.
+record = live_record(cfg)
 recorded = recorded_versions(cfg, live)
-running = running_of(recorded, recorded_cilium(live))
+running = running_of(recorded, recorded_cilium(live, record))
 # The Cilium line the region was first installed with: Cilium's upgradeCompatibility.
 cilium_first = first_cilium_line(cfg, recorded_cilium_first(live), running)
 skew = [
@@ -69,6 +80,9 @@ skew = [
 if skew:
     raise SovereignConfigError(skew, pulumi.get_stack())
 backup_credentials = load_backup_credentials(cfg.backups.enabled)
+# Whether the deployer group's binding exists: a region created before it came with the first
+# boot keeps its system:masters certificate until this program has created it.
+binding = binding_source({server: spec.labels for server, spec in live.items()}, record)
 
 # A secondary reads its primary's outputs and checks the fleet invariants at preview; every
 # resource of the region waits for that check.
@@ -86,7 +100,7 @@ peers = WireGuardPeers(
 network = RegionNetwork(
     name, RegionNetworkArgs(cfg=cfg, wireguard_sources=peers.sources), opts=gate
 )
-pki = ClusterPki(name, ClusterPkiArgs(cfg=cfg), opts=gate)
+pki = ClusterPki(name, ClusterPkiArgs(cfg=cfg, legacy_group=binding == "missing"), opts=gate)
 control_plane = ControlPlane(
     name,
     ControlPlaneArgs(
@@ -97,6 +111,7 @@ control_plane = ControlPlane(
         backup_credentials=backup_credentials,
         registry_password=registry_mirror_password(),
         cilium_first=cilium_first,
+        binding_at_boot=binding == "boot",
     ),
     opts=gate,
 )
@@ -170,13 +185,28 @@ if backup_credentials is not None:
         pulumi.ResourceOptions(providers={"kubernetes": provider}),
     )
 
-build_slots(
+# A region whose binding did not come with its first boot gets it through the API (with the
+# certificate it has, before that certificate moves to the group), and keeps it declared.
+deployer_binding = (
+    declare_deployer_binding(name, cfg, provider, kubeconfig.ready) if binding != "boot" else None
+)
+
+slots = build_slots(
     cfg,
     provider,
     ready=[kubeconfig.ready],
     nodes=kubeconfig.nodes,
     # A new region needs no upgradeCompatibility: it starts on the line it installs.
     cilium_first=cilium_first if live else None,
+)
+# Written only after the Cilium release (and the deployer binding) succeeded: what the next
+# preview reads as running.
+RegionRecord(
+    f"{name}-region",
+    RegionRecordArgs(
+        cfg=cfg, cilium=cast(Cilium, slots[1]).release, deployer_binding=deployer_binding
+    ),
+    opts=gate,
 )
 vclusters = active_vclusters(cfg)
 

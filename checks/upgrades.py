@@ -8,8 +8,9 @@ running Kubernetes (a newer Cilium supports newer minors), then Kubernetes. Pref
 config that is not the next step of such a path from what the region runs, naming the next one;
 `./sovereign upgrade-path` prints the whole list.
 
-What a region runs is read back from the labels the last `up` set on its servers
-(`openova.io/k3s-version`, `openova.io/cilium-version`).
+What a region runs is read back from Hetzner labels: `openova.io/k3s-version` on its servers and
+`openova.io/cilium-version` on its record, written only after the Cilium release succeeded
+(components/record.py; the servers' own Cilium label, from earlier versions, as a fallback).
 """
 
 from __future__ import annotations

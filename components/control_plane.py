@@ -18,6 +18,7 @@ from config.day2 import BackupCredentials
 from config.errors import Problem, SovereignConfigError
 from config.models import StackConfig
 from config.support import minor
+from render.apiserver import DEPLOYER_BINDING_LABEL_KEY
 from render.cloudinit import (
     API_ENDPOINT_LABEL_KEY,
     API_PORT,
@@ -106,8 +107,16 @@ def recorded_versions(cfg: StackConfig, live: LiveServers) -> dict[str, str]:
     return versions
 
 
-def recorded_cilium(live: LiveServers) -> dict[str, str]:
-    """server name -> the Cilium chart version the last `up` installed (its label)."""
+def recorded_cilium(live: LiveServers, record: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Where -> the Cilium chart version that runs.
+
+    The region's record (components/record.py), written only after a release succeeded; else,
+    for a region deployed before the record existed, the label earlier versions of this program
+    set on the servers (the version the last `up` asked for).
+    """
+    version = cilium_from_label((record or {}).get(CILIUM_LABEL_KEY, ""))
+    if version is not None:
+        return {"record": version}
     versions: dict[str, str] = {}
     for name, server in live.items():
         version = cilium_from_label(server.labels.get(CILIUM_LABEL_KEY, ""))
@@ -208,6 +217,8 @@ class ControlPlaneArgs:
     registry_password: pulumi.Output[str] | None = None
     # The Cilium minor the region was first installed with (checks/upgrades.first_cilium_line).
     cilium_first: str | None = None
+    # cp-1's first boot wrote the deployer binding (components/record.binding_source == "boot").
+    binding_at_boot: bool = True
 
 
 class ControlPlane(pulumi.ComponentResource):
@@ -345,13 +356,15 @@ class ControlPlane(pulumi.ComponentResource):
                 placement_group_id=net.placement_group_id,
                 labels={
                     **labels,
-                    # Read back at the next preview: the upgrade steps and how cp-1 booted.
+                    # Read back at the next preview: the upgrade steps and how cp-1 booted (the
+                    # Cilium that runs is recorded after its release: components/record.py).
                     VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
-                    CILIUM_LABEL_KEY: cfg.cilium.version,
                     CILIUM_FIRST_LABEL_KEY: args.cilium_first or minor(cfg.cilium.version) or "",
                     BOOT_LABEL_KEY: mode,
                     # Whether k3s encrypts Secrets at rest here: joiners must match it.
                     SECRETS_ENCRYPTION_LABEL_KEY: "true" if encrypt else "false",
+                    # The deployer binding came with cp-1's first boot (components/record.py).
+                    **({DEPLOYER_BINDING_LABEL_KEY: "boot"} if args.binding_at_boot else {}),
                     # Read back at the next preview: the endpoint the certificates name.
                     API_ENDPOINT_LABEL_KEY: api_endpoint_label(cfg),
                     # And how each vCluster runs (root or rootless), which a live one keeps.

@@ -14,7 +14,7 @@ import pulumi
 import pulumi_tls as tls
 
 from config.models import StackConfig
-from render.apiserver import DEPLOYER_USER
+from render.apiserver import DEPLOYER_USER, LEGACY_DEPLOYER_GROUP
 from render.cloudinit import CA_NAMES, SERVICE_KEY_FILE
 from render.naming import prefix
 
@@ -26,6 +26,9 @@ CA_USES: Final = ["cert_signing", "crl_signing", "digital_signature", "key_encip
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterPkiArgs:
     cfg: StackConfig
+    # The region has no deployer binding yet (components/record.binding_source): the certificate
+    # stays in the group it was created with, which needs none, until the binding exists.
+    legacy_group: bool = False
 
 
 class ClusterPki(pulumi.ComponentResource):
@@ -76,15 +79,16 @@ class ClusterPki(pulumi.ComponentResource):
         deployer_key = tls.PrivateKey(
             f"{name}-api-client-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child
         )
+        # A group of the program's own, cluster-admin only through the ClusterRoleBinding
+        # cloud-init writes (render/apiserver.py) or, in a region created before, the program
+        # creates (components/record.py): system:masters skips RBAC and so could not be revoked
+        # short of a new client CA. A region without the binding keeps system:masters until the
+        # binding exists: a certificate of a group with no binding is refused every call (403).
+        group = LEGACY_DEPLOYER_GROUP if args.legacy_group else api.deployer_group
         request = tls.CertRequest(
             f"{name}-api-client-csr",
             private_key_pem=deployer_key.private_key_pem,
-            # A group of the program's own, cluster-admin only through the ClusterRoleBinding
-            # cloud-init writes (render/apiserver.py): never system:masters, which skips RBAC
-            # and so could not be revoked short of a new client CA.
-            subject=tls.CertRequestSubjectArgs(
-                common_name=DEPLOYER_USER, organization=api.deployer_group
-            ),
+            subject=tls.CertRequestSubjectArgs(common_name=DEPLOYER_USER, organization=group),
             opts=child,
         )
         deployer = tls.LocallySignedCert(

@@ -23,7 +23,7 @@ from render.naming import (
     worker_name,
     worker_server_labels,
 )
-from render.system_upgrade import CILIUM_LABEL_KEY, VERSION_LABEL_KEY, version_label
+from render.system_upgrade import VERSION_LABEL_KEY, version_label
 
 # A worker is never rebuilt in place by a boot change: k3s upgrades go through the agent Plan
 # (slot 03), and a new boot reaches new servers only.
@@ -124,7 +124,6 @@ class WorkerPool(pulumi.ComponentResource):
                     **labels,
                     # What the worker runs, as the servers record it (the agent Plan moves it).
                     VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
-                    CILIUM_LABEL_KEY: cfg.cilium.version,
                 },
                 user_data=user_data,
                 # A public IPv4 for egress (k3s download, images); the firewall filters it.

@@ -21,6 +21,13 @@ MANIFESTS_DIR: Final = "/var/lib/rancher/k3s/server/manifests"
 DEPLOYER_BINDING: Final = "sovereign-deployers"
 DEPLOYER_BINDING_PATH: Final = f"{MANIFESTS_DIR}/{DEPLOYER_BINDING}.yaml"
 DEPLOYER_USER: Final = "sovereign-deployer"
+# The group of the deployer's certificate in a region that may not have the binding yet
+# (components/record.py): the certificate such a region was created with.
+LEGACY_DEPLOYER_GROUP: Final = "system:masters"
+# Hetzner label saying where the binding comes from: `boot` on the servers of a region whose cp-1
+# wrote it at first boot, `api` on the region's record once the program created it through the
+# Kubernetes API (components/record.py). Without either the deployer keeps LEGACY_DEPLOYER_GROUP.
+DEPLOYER_BINDING_LABEL_KEY: Final = "openova.io/deployer-binding"
 
 AUDIT_POLICY_FILE: Final = Path(__file__).with_name("audit_policy.yaml")
 # As the servers get it: the repository's file without its comment lines (user_data is capped).

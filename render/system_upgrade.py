@@ -122,7 +122,8 @@ SERVER_PLAN_NAME: Final = "k3s-server"
 AGENT_PLAN_NAME: Final = "k3s-agent"
 # Hetzner label values allow [a-zA-Z0-9._-] only, so the k3s version's '+' becomes '-'.
 VERSION_LABEL_KEY: Final = "openova.io/k3s-version"
-# The Cilium chart version the last `up` installed: preflight reads it back (checks/upgrades.py).
+# The Cilium chart version of the last release that succeeded, on the region's record
+# (components/record.py): preflight reads it back (checks/upgrades.py).
 CILIUM_LABEL_KEY: Final = "openova.io/cilium-version"
 _CILIUM_LABEL = re.compile(r"^[0-9]+\.[0-9]+\.[0-9]+$")
 

@@ -58,6 +58,8 @@ def live(stack: str, version: str, boot: str = "init") -> list[dict[str, Any]]:
                 BOOT_LABEL_KEY: boot if n == 1 else "join",
                 # Created with Secrets encrypted at rest (components/control_plane.py).
                 "openova.io/secrets-encryption": "true",
+                # Created with the deployer binding in cp-1's first boot (components/record.py).
+                "openova.io/deployer-binding": "boot",
                 # Deployed by this program: its vClusters rootless (checks/tenants.py).
                 **{
                     f"openova.io/vcluster-{vc}": "rootless" if vc in active else "none"
@@ -185,6 +187,67 @@ def test_kubeconfig_is_built_from_the_minted_ca_and_client_certificate(secondary
     csr = secondary.one("tls:index/certRequest:CertRequest")
     # A group RBAC binds (revocable), never system:masters, which skips RBAC.
     assert csr.inputs["subject"]["organization"] == "sovereign:deployers"
+    # cp-1's first boot writes the binding, and the servers say so for later previews.
+    assert secondary.of_type(BINDING) == []
+    for n in (1, 2, 3):
+        assert server(secondary, n).inputs["labels"]["openova.io/deployer-binding"] == "boot"
+
+
+BINDING = "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding"
+
+
+def organization(run: Run) -> str:
+    return run.one("tls:index/certRequest:CertRequest").inputs["subject"]["organization"]
+
+
+def before_the_binding(stack: str) -> list[dict[str, Any]]:
+    """A region deployed before issue 16 §4: its cp-1 never wrote the binding's manifest."""
+    servers = live(stack, "v1.35.6+k3s1")
+    for entry in servers:
+        entry["labels"].pop("openova.io/deployer-binding")
+    return servers
+
+
+def test_an_older_region_keeps_its_certificate_until_the_binding_exists() -> None:
+    # Its next `up` must not mint a certificate for a group nothing binds (every call 403): the
+    # certificate stays system:masters while the program creates the binding through the API.
+    run = evaluate("secondary", live_servers=before_the_binding("secondary"))
+    assert run.error is None, run.error
+    assert organization(run) == "system:masters"
+    binding = run.one(BINDING, "omantel-hel1-2-deployer-binding")
+    assert binding.inputs["metadata"]["name"] == "sovereign-deployers"
+    assert binding.inputs["roleRef"]["name"] == "cluster-admin"
+    assert binding.inputs["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "sovereign:deployers"}
+    ]
+    provider = run.one("pulumi:providers:kubernetes")
+    assert binding.provider.startswith(provider.urn)
+    wait = run.one("command:local:Command", "omantel-hel1-2-wait")
+    assert wait.urn in binding.dependencies
+    # Recorded only once the binding exists: that is what lets the next `up` switch.
+    group = run.one("hcloud:index/placementGroup:PlacementGroup", "omantel-hel1-2-region-record")
+    assert binding.urn in group.dependencies
+    assert group.inputs["labels"]["openova.io/deployer-binding"] == "api"
+    for n in (1, 2, 3):
+        assert "openova.io/deployer-binding" not in server(run, n).inputs["labels"]
+
+
+def test_once_the_record_says_the_binding_exists_the_certificate_moves_to_the_group() -> None:
+    run = evaluate(
+        "secondary",
+        live_servers=before_the_binding("secondary"),
+        live_record={"openova.io/deployer-binding": "api", "openova.io/cilium-version": "1.19.6"},
+    )
+    assert run.error is None, run.error
+    assert organization(run) == "sovereign:deployers"
+    # Still declared: dropping it would delete the binding the certificate now depends on.
+    assert run.one(BINDING).inputs["metadata"]["name"] == "sovereign-deployers"
+    group = run.one("hcloud:index/placementGroup:PlacementGroup", "omantel-hel1-2-region-record")
+    assert group.inputs["labels"]["openova.io/deployer-binding"] == "api"
+    # A region created with the binding at first boot needs neither.
+    modern = evaluate("secondary", live_servers=live("secondary", "v1.35.6+k3s1"))
+    assert organization(modern) == "sovereign:deployers"
+    assert modern.of_type(BINDING) == []
 
 
 def test_the_first_server_gets_every_ca_file_and_the_joiners_none(secondary: Run) -> None:

@@ -60,7 +60,7 @@ def test_server_uses_preallocated_primary_ip_and_spread_placement(primary: Run) 
     assert ip.inputs["autoDelete"] is False
     assert server.inputs["publicNets"][0]["ipv4Enabled"] is True
     assert ip.urn in server.dependencies
-    group = primary.one("hcloud:index/placementGroup:PlacementGroup")
+    group = primary.one("hcloud:index/placementGroup:PlacementGroup", "omantel-fsn1-spread")
     assert group.inputs["type"] == "spread"
     assert group.urn in server.dependencies
 

@@ -133,8 +133,7 @@ def test_every_step_of_the_path_is_accepted(
 ) -> None:
     run = evaluate("secondary", overrides, live_servers=live(*running))
     assert run.error is None, run.error
-    for server in run.of_type("hcloud:index/server:Server"):
-        assert server.inputs["labels"]["openova.io/cilium-version"] == "1.19.6"
+    assert record(run).inputs["labels"]["openova.io/cilium-version"] == "1.19.6"
 
 
 def test_step_problems_leave_a_new_region_and_a_patch_alone() -> None:
@@ -222,3 +221,42 @@ def test_the_first_line_is_the_oldest_recorded_else_the_running_else_the_configu
     assert upgrade_compatibility(cfg, "1.18") == "1.18"
     assert upgrade_compatibility(cfg, "1.19") is None
     assert upgrade_compatibility(cfg, None) is None
+
+
+RECORD = "hcloud:index/placementGroup:PlacementGroup"
+
+
+def record(run: Any) -> Any:
+    return run.one(RECORD, "omantel-hel1-2-region-record")
+
+
+def test_the_running_cilium_is_recorded_only_after_its_release_succeeded(secondary: Any) -> None:
+    group = record(secondary)
+    release = cilium_release(secondary)
+    # Declared after the release, its label an output of the release: a failed release (atomic,
+    # rolled back) never reaches Hetzner, so the next preview still reads the previous version.
+    assert release.urn in group.dependencies
+    assert group.inputs["labels"]["openova.io/cilium-version"] == release.inputs["version"]
+    assert group.inputs["labels"]["catalyst.openova.io/role"] == "record"
+    assert (group.inputs["name"], group.inputs["type"]) == ("omantel-hel1-2-record", "spread")
+    # No server records what was only asked for: every server is written before any release.
+    for server in secondary.of_type("hcloud:index/server:Server"):
+        assert "openova.io/cilium-version" not in server.inputs["labels"]
+
+
+def test_preflight_reads_the_running_cilium_from_the_record_before_the_servers() -> None:
+    # An earlier version labelled the servers 1.19.6 before a release that then failed: the
+    # region still runs 1.18.12, as its record says, so k3s 1.34 with Cilium 1.19 is two steps.
+    over = {"controlPlane": {"k3sVersion": "v1.34.9+k3s1"}}
+    servers = live("v1.33.13+k3s2", "1.19.6")
+    refused = evaluate(
+        "secondary",
+        over,
+        live_servers=servers,
+        live_record={"openova.io/cilium-version": "1.18.12"},
+    )
+    assert refused.registrations == []
+    assert "the region runs k3s v1.33.13+k3s2 with Cilium 1.18.12" in str(refused.error)
+    assert "Next allowed step: sovereign:cilium.version: 1.19.6" in str(refused.error)
+    # Without a record (a region deployed before it), the servers' label is all there is.
+    assert evaluate("secondary", over, live_servers=servers).error is None

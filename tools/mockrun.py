@@ -190,7 +190,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
     A StackReference reads `references[target]` when given, else the referenced stack's
     committed config in `directory` (`stack_outputs`). `live_servers` is what Hetzner answers for
     this region's servers (hcloud getServers): empty for a new region; tests pass servers with
-    labels to stand for a deployed one.
+    labels to stand for a deployed one. `live_record` is the labels of the region's record
+    (hcloud getPlacementGroups, components/record.py): None for a region without one.
     """
 
     def __init__(
@@ -198,11 +199,13 @@ class RecordingMocks(pulumi.runtime.Mocks):
         references: Mapping[str, Mapping[str, Any]] | None = None,
         directory: Path | None = None,
         live_servers: list[dict[str, Any]] | None = None,
+        live_record: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__()
         self.references = dict(references or {})
         self.directory = directory
         self.live_servers = live_servers or []
+        self.live_record = live_record
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         if args.typ == STACK_REFERENCE:
@@ -242,7 +245,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif typ == "random:index/randomId:RandomId":
             state["hex"] = f"{zlib.crc32(args.name.encode()):08x}"
         elif typ == "kubernetes:helm.sh/v3:Release":
-            state["status"] = {"name": state.get("name"), "status": "deployed"}
+            # Helm reports the chart version it deployed.
+            state["status"] = {
+                "name": state.get("name"),
+                "status": "deployed",
+                "version": state.get("version"),
+            }
         # Hetzner ids are integers; the program converts them with int().
         return (str(zlib.crc32(args.name.encode()) % 10_000_000 + 1000), state)
 
@@ -251,6 +259,22 @@ class RecordingMocks(pulumi.runtime.Mocks):
     ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         if args.token == "hcloud:index/getServers:getServers":
             return ({"id": "servers", "servers": self.live_servers}, [])
+        if args.token == "hcloud:index/getPlacementGroups:getPlacementGroups":
+            # The region's record (components/record.py): one empty spread group, or none.
+            groups = (
+                []
+                if self.live_record is None
+                else [
+                    {
+                        "id": 4242,
+                        "name": "record",
+                        "type": "spread",
+                        "servers": [],
+                        "labels": dict(self.live_record),
+                    }
+                ]
+            )
+            return ({"id": "placement-groups", "placementGroups": groups}, [])
         return ({}, [])
 
 
@@ -393,6 +417,7 @@ def evaluate(
     references: Mapping[str, Mapping[str, Any]] | None = None,
     directory: Path | None = None,
     live_servers: list[dict[str, Any]] | None = None,
+    live_record: Mapping[str, str] | None = None,
 ) -> Run:
     """Run `__main__.py` for `stack` with its committed config, deep-merged with `overrides`.
 
@@ -416,7 +441,7 @@ def evaluate(
             all_config[f"sovereign:{key}"] = value.value
             secret.append(f"sovereign:{key}")
     pulumi.runtime.set_all_config(all_config, secret)
-    mocks = RecordingMocks(references, directory, live_servers)
+    mocks = RecordingMocks(references, directory, live_servers, live_record)
     pulumi_settings.ROOT.set(None)
     pulumi.runtime.set_mocks(
         mocks,
