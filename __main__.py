@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from checks import versions
-from checks.day2 import live_shape_problems, skew_problems
+from checks.day2 import live_shape_problems, older_region_notices, skew_problems
 from checks.hetzner import api_public_notice
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
@@ -25,6 +25,7 @@ from components.control_plane import (
     recorded_cilium,
     recorded_cilium_first,
     recorded_versions,
+    secrets_encryption,
 )
 from components.fleet import (
     PrimaryReference,
@@ -83,6 +84,10 @@ backup_credentials = load_backup_credentials(cfg.backups.enabled)
 # Whether the deployer group's binding exists: a region created before it came with the first
 # boot keeps its system:masters certificate until this program has created it.
 binding = binding_source({server: spec.labels for server, spec in live.items()}, record)
+for notice in older_region_notices(
+    binding_missing=binding == "missing", secrets_encrypted=secrets_encryption(live)
+):
+    pulumi.log.warn(f"stack {pulumi.get_stack()}: {notice}")
 
 # A secondary reads its primary's outputs and checks the fleet invariants at preview; every
 # resource of the region waits for that check.

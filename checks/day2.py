@@ -211,3 +211,23 @@ def live_shape_problems(cfg: StackConfig, live: Mapping[str, Mapping[str, str]])
             )
         )
     return problems
+
+
+def older_region_notices(*, binding_missing: bool, secrets_encrypted: bool) -> list[str]:
+    """What every preview and up of a live region created before these features says."""
+    notices: list[str] = []
+    if binding_missing:
+        notices.append(
+            "the region has no record of the deployer binding (created before it came with the "
+            "first boot): this up keeps the deployer certificate in system:masters and creates "
+            "the ClusterRoleBinding sovereign-deployers through the API; the next up moves the "
+            "certificate to sovereign:api.deployerGroup (docs/security.md, 'Regions created "
+            "before the binding')"
+        )
+    if not secrets_encrypted:
+        notices.append(
+            "the region's servers run without secrets-encryption (created before it was on): "
+            "Secrets sit in plain text in etcd and every snapshot, and new servers join "
+            "without it to match; docs/day2.md ('Secrets at rest') says how to turn it on"
+        )
+    return notices

@@ -230,6 +230,12 @@ def test_an_older_region_keeps_its_certificate_until_the_binding_exists() -> Non
     assert group.inputs["labels"]["openova.io/deployer-binding"] == "api"
     for n in (1, 2, 3):
         assert "openova.io/deployer-binding" not in server(run, n).inputs["labels"]
+    # Every preview says what this up does and what the next one does.
+    assert any(
+        "keeps the deployer certificate in system:masters" in line
+        and "the next up moves the certificate" in line
+        for line in run.logs
+    ), run.logs
 
 
 def test_once_the_record_says_the_binding_exists_the_certificate_moves_to_the_group() -> None:
@@ -248,6 +254,9 @@ def test_once_the_record_says_the_binding_exists_the_certificate_moves_to_the_gr
     modern = evaluate("secondary", live_servers=live("secondary", "v1.35.6+k3s1"))
     assert organization(modern) == "sovereign:deployers"
     assert modern.of_type(BINDING) == []
+    for quiet in (run, modern):
+        assert not any("system:masters" in line for line in quiet.logs), quiet.logs
+        assert not any("secrets-encryption" in line for line in quiet.logs), quiet.logs
 
 
 def test_the_first_server_gets_every_ca_file_and_the_joiners_none(secondary: Run) -> None:
@@ -551,6 +560,11 @@ def test_a_replacement_in_an_older_ha_region_joins_without_secrets_encryption() 
     assert "secrets-encryption" not in k3s_config(server(run, 2))
     for n in (1, 2, 3):
         assert server(run, n).inputs["labels"]["openova.io/secrets-encryption"] == "false"
+    assert any(
+        "the region's servers run without secrets-encryption" in line
+        and "docs/day2.md ('Secrets at rest')" in line
+        for line in run.logs
+    ), run.logs
 
 
 def test_a_replacement_in_a_region_created_with_it_keeps_secrets_encryption() -> None:
