@@ -211,7 +211,7 @@ def step_problems(cfg: StackConfig, running: Running | None) -> list[Problem]:
         Problem(
             key,
             repr(requested),
-            f"the region runs k3s {running.k3s} with Cilium {running.cilium} (server labels); "
+            f"the region runs k3s {running.k3s} with Cilium {running.cilium} (Hetzner labels); "
             f"one `up` moves one minor of one of them, inside the support matrix, so this is "
             f"{len(steps)} steps away. Next allowed step: {steps[0].render()} "
             f"(./sovereign upgrade-path shows them all)",

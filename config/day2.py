@@ -68,8 +68,9 @@ class Api(ConfigModel):
     deployer_group: str = Field(
         default="sovereign:deployers",
         description=(
-            "Group (O) of the deployer's certificate, bound to cluster-admin at first boot. "
-            "Renaming it revokes every certificate of the old group (docs/security.md)."
+            "Group (O) of the deployer's certificate, bound to cluster-admin at first boot "
+            "(a region created before gets the binding through the API first). Renaming it "
+            "revokes every certificate of the old group (docs/security.md)."
         ),
     )
 

@@ -84,7 +84,7 @@ def test_a_jump_that_skips_a_minor_is_refused_at_preview_naming_the_next_step() 
     message = str(run.error)
     assert (
         "sovereign:controlPlane.k3sVersion = 'v1.35.6+k3s1': the region runs k3s v1.33.13+k3s2 "
-        "with Cilium 1.18.12 (server labels); one `up` moves one minor of one of them, inside "
+        "with Cilium 1.18.12 (Hetzner labels); one `up` moves one minor of one of them, inside "
         "the support matrix, so this is 3 steps away. Next allowed step: "
         "sovereign:cilium.version: 1.19.6" in message
     )
