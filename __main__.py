@@ -10,7 +10,7 @@ import pulumi_kubernetes as k8s
 
 from checks import versions
 from checks.day2 import live_shape_problems, older_region_notices, skew_problems
-from checks.hetzner import api_public_notice
+from checks.hetzner import api_public_notice, cloud_controller_problems
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
 from checks.upgrades import first_cilium_line, running_of, step_problems
@@ -33,6 +33,7 @@ from components.fleet import (
     WireGuardPeers,
     WireGuardPeersArgs,
 )
+from components.hcloud import HcloudSecret, HcloudSecretArgs
 from components.kubeconfig import Kubeconfig, KubeconfigArgs
 from components.network import RegionNetwork, RegionNetworkArgs, wireguard_peers
 from components.pki import ClusterPki, ClusterPkiArgs
@@ -44,10 +45,10 @@ from components.record import (
     live_record,
 )
 from components.slots import build_slots
-from components.workers import WorkerPool, WorkerPoolArgs, live_workers
+from components.workers import WorkerPool, WorkerPoolArgs, live_worker_labels, live_workers
 from config.day2 import load_backup_credentials
 from config.errors import SovereignConfigError
-from config.models import load_config, registry_mirror_password
+from config.models import hcloud_token, load_config, registry_mirror_password
 from render.cloudinit import kubeconfig_server
 from render.naming import prefix, region_label
 from render.slots import active_vclusters
@@ -69,6 +70,7 @@ name = prefix(cfg)
 live = live_control_plane(cfg)
 # The region's record (components/record.py): what its last successful steps left behind.
 record = live_record(cfg)
+worker_labels = live_worker_labels(cfg)
 recorded = recorded_versions(cfg, live)
 running = running_of(recorded, recorded_cilium(live, record))
 # The Cilium line the region was first installed with: Cilium's upgradeCompatibility.
@@ -77,6 +79,10 @@ skew = [
     *(step_problems(cfg, running) or skew_problems(cfg, recorded)),
     *vcluster_mode_problems(cfg, {server: spec.labels for server, spec in live.items()}),
     *live_shape_problems(cfg, {server: spec.labels for server, spec in live.items()}),
+    # A node keeps the providerID its first controller gave it: no silent switch of a live one.
+    *cloud_controller_problems(
+        cfg, {**{server: spec.labels for server, spec in live.items()}, **worker_labels}
+    ),
 ]
 if skew:
     raise SovereignConfigError(skew, pulumi.get_stack())
@@ -123,7 +129,7 @@ control_plane = ControlPlane(
 
 # One component per pool; each joins the stable endpoint once the servers exist. Nothing drains
 # a worker this update deletes, so every preview says which ones it deletes.
-for warning in removal_warnings(cfg, live_workers(cfg)):
+for warning in removal_warnings(cfg, live_workers(cfg, worker_labels)):
     pulumi.log.warn(warning)
 workers = {
     pool: WorkerPool(
@@ -196,6 +202,12 @@ deployer_binding = (
     declare_deployer_binding(name, cfg, provider, kubeconfig.ready) if binding != "boot" else None
 )
 
+# The one copy of the cluster's Hetzner token: the CCM and CSI (and the autoscaler) read it.
+hcloud_secret = HcloudSecret(
+    f"{name}-hcloud",
+    HcloudSecretArgs(token=hcloud_token(), network_id=network.network.id),
+    pulumi.ResourceOptions(providers={"kubernetes": provider}),
+)
 slots = build_slots(
     cfg,
     provider,
@@ -203,6 +215,7 @@ slots = build_slots(
     nodes=kubeconfig.nodes,
     # A new region needs no upgradeCompatibility: it starts on the line it installs.
     cilium_first=cilium_first if live else None,
+    hcloud_secret=hcloud_secret.secret,
 )
 # Written only after the Cilium release (and the deployer binding) succeeded: what the next
 # preview reads as running.

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 
 from config import grammar
 from config.errors import Problem
 from config.models import StackConfig
 from config.server_types import CATALOGUE, Catalogue
+from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 
 
 def server_type_problems(cfg: StackConfig, catalogue: Catalogue = CATALOGUE) -> list[Problem]:
@@ -65,3 +67,45 @@ def api_public_notice(cfg: StackConfig) -> str | None:
         "balancers). Only a client certificate or token stands in the way; set it to false "
         "and deploy from inside the region's network (a runner or a WireGuard peer) to close it"
     )
+
+
+def cloud_controller_problems(
+    cfg: StackConfig, live: Mapping[str, Mapping[str, str]]
+) -> list[Problem]:
+    """Refuse a cloud controller other than the one the live servers booted with (name ->
+    Hetzner labels, control plane and workers).
+
+    A node's providerID is written once, by whichever controller initialises it (k3s's own:
+    `k3s://<node>`; the Hetzner CCM: `hcloud://<server id>`), and the k3s flags that choose live
+    in user_data, which a running server never re-reads (ignore_changes). So switching a live
+    region is a per-node procedure, not a config change; a server without the label booted
+    before issue 19, with k3s's built-in controller.
+    """
+    wanted = cfg.cloud_controller
+    booted = {
+        server: labels.get(CLOUD_CONTROLLER_LABEL_KEY, "k3s") for server, labels in live.items()
+    }
+    other = sorted(server for server, controller in booted.items() if controller != wanted)
+    if not other:
+        return []
+    if wanted == "hetzner":
+        how = (
+            "these servers booted with k3s's built-in cloud controller (no "
+            f"{CLOUD_CONTROLLER_LABEL_KEY}=hetzner label), which set their providerID for "
+            "good. Keep it for now with sovereign:cloudController: k3s (no Hetzner CCM, "
+            "LoadBalancer Services get no address), or hand each node over first "
+            "(docs/day2.md, 'Handing nodes to the Hetzner CCM')"
+        )
+    else:
+        how = (
+            "these servers booted for the Hetzner CCM (kubelet cloud-provider=external): "
+            "without it their nodes stay tainted uninitialized; keep "
+            "sovereign:cloudController: hetzner"
+        )
+    return [
+        Problem(
+            "sovereign:cloudController",
+            repr(wanted),
+            f"{', '.join(other)}: {how}",
+        )
+    ]

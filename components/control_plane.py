@@ -33,6 +33,7 @@ from render.cloudinit import (
 )
 from render.naming import (
     API_PUBLIC_LABEL_KEY,
+    CLOUD_CONTROLLER_LABEL_KEY,
     NODE_ROLE_LABEL_KEY,
     REGION_LABEL_KEY,
     WORKER_ROLE,
@@ -369,6 +370,8 @@ class ControlPlane(pulumi.ComponentResource):
                     API_ENDPOINT_LABEL_KEY: api_endpoint_label(cfg),
                     # And how each vCluster runs (root or rootless), which a live one keeps.
                     **vcluster_mode_labels(cfg),
+                    # And who initialised its node (checks/hetzner.py refuses a switch).
+                    CLOUD_CONTROLLER_LABEL_KEY: cfg.cloud_controller,
                 },
                 user_data=user_data,
                 networks=[hcloud.ServerNetworkArgs(network_id=net.network_id, ip=private_ip)],

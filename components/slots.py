@@ -1,7 +1,7 @@
 """The slot table's builders: each slot number becomes the component that deploys it.
 
 Ordering and role gating are data in `render.slots`; here each active slot is declared in
-table order, its Helm release waiting explicitly for the slots it runs after.
+dependency order, its Helm release waiting explicitly for the slots it runs after.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pulumi
 
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cilium import Cilium, CiliumArgs
+from components.hcloud import CloudController, CloudControllerArgs
 from components.kubeconfig import NodeWait
 from components.system_upgrade import SystemUpgrade, SystemUpgradeArgs
 from components.vcluster import VClusterArgs, VClusterSlot
@@ -29,6 +30,8 @@ class SlotInputs:
     nodes: NodeWait | None = None
     # The Cilium minor the region was first installed with (render/cilium.upgrade_compatibility).
     cilium_first: str | None = None
+    # Secret kube-system/hcloud (the cluster's Hetzner token), for the slots that read it.
+    hcloud_secret: pulumi.Resource | None = None
 
 
 Build = Callable[[str, StackConfig, SlotInputs, pulumi.ResourceOptions], pulumi.ComponentResource]
@@ -56,6 +59,14 @@ def _system_upgrade(
     return SystemUpgrade(name, SystemUpgradeArgs(cfg=cfg, after=slot.after), opts)
 
 
+def _cloud_controller(
+    name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
+) -> pulumi.ComponentResource:
+    return CloudController(
+        name, CloudControllerArgs(cfg=cfg, after=slot.after, secret=slot.hcloud_secret), opts
+    )
+
+
 def _vcluster(vcluster: VClusterName) -> Build:
     def build(
         name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
@@ -70,6 +81,7 @@ BUILDERS: Final[Mapping[int, Build]] = {
     1: _cilium,
     2: _cert_manager,
     3: _system_upgrade,
+    4: _cloud_controller,
     54: _vcluster("dmz"),
     58: _vcluster("mgmt"),
     59: _vcluster("rtz"),
@@ -82,8 +94,9 @@ def build_slots(
     ready: Sequence[pulumi.Resource] = (),
     nodes: NodeWait | None = None,
     cilium_first: str | None = None,
+    hcloud_secret: pulumi.Resource | None = None,
 ) -> dict[int, pulumi.ComponentResource]:
-    """Declare this region's slots in table order, each waiting for the slots it runs after.
+    """Declare this region's slots in dependency order, each waiting for the slots it runs after.
 
     A slot that runs after no other slot waits for `ready` (every control-plane node joined) and
     then waits for `nodes` to be Ready: the CNI it installs is what makes them Ready.
@@ -93,9 +106,16 @@ def build_slots(
     for slot in active_slots(cfg):
         after = [built[number] for number in slot.after]
         inputs = (
-            SlotInputs(after=after, nodes=None, cilium_first=cilium_first)
+            SlotInputs(
+                after=after, nodes=None, cilium_first=cilium_first, hcloud_secret=hcloud_secret
+            )
             if after
-            else SlotInputs(after=list(ready), nodes=nodes, cilium_first=cilium_first)
+            else SlotInputs(
+                after=list(ready),
+                nodes=nodes,
+                cilium_first=cilium_first,
+                hcloud_secret=hcloud_secret,
+            )
         )
         opts = pulumi.ResourceOptions(providers={"kubernetes": provider})
         built[slot.number] = BUILDERS[slot.number](slot.resource_name, cfg, inputs, opts)

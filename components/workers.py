@@ -14,6 +14,7 @@ from config.errors import Problem, SovereignConfigError
 from config.models import StackConfig
 from render.cloudinit import USER_DATA_CAP, render_agent_user_data
 from render.naming import (
+    CLOUD_CONTROLLER_LABEL_KEY,
     NODE_ROLE_LABEL_KEY,
     POOL_LABEL_KEY,
     REGION_LABEL_KEY,
@@ -49,16 +50,24 @@ def checked_agent_user_data(
     return user_data
 
 
-def live_workers(cfg: StackConfig) -> dict[str, str]:
-    """This region's worker servers as Hetzner has them now: server name -> pool."""
+def live_worker_labels(cfg: StackConfig) -> dict[str, dict[str, str]]:
+    """This region's worker servers as Hetzner has them now: server name -> labels."""
     selector = f"{REGION_LABEL_KEY}={region_label(cfg)},{NODE_ROLE_LABEL_KEY}={WORKER_ROLE}"
     result = hcloud.get_servers(with_selector=selector)
     servers = cast(list[hcloud.outputs.GetServersServerResult] | None, result.servers) or []
     return {
-        server.name: (server.labels or {}).get(POOL_LABEL_KEY, "")
+        server.name: dict(server.labels or {})
         for server in servers
         if (server.labels or {}).get(NODE_ROLE_LABEL_KEY) == WORKER_ROLE
     }
+
+
+def live_workers(
+    cfg: StackConfig, labels: dict[str, dict[str, str]] | None = None
+) -> dict[str, str]:
+    """This region's worker servers as Hetzner has them now: server name -> pool."""
+    found = live_worker_labels(cfg) if labels is None else labels
+    return {server: each.get(POOL_LABEL_KEY, "") for server, each in found.items()}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +133,8 @@ class WorkerPool(pulumi.ComponentResource):
                     **labels,
                     # What the worker runs, as the servers record it (the agent Plan moves it).
                     VERSION_LABEL_KEY: version_label(cfg.control_plane.k3s_version),
+                    # Read back at the next preview: who initialised its node.
+                    CLOUD_CONTROLLER_LABEL_KEY: cfg.cloud_controller,
                 },
                 user_data=user_data,
                 # A public IPv4 for egress (k3s download, images); the firewall filters it.

@@ -34,7 +34,7 @@ from config.fleet import Fleet
 from config.pss import VERSION_PATTERN
 from config.pss import Level as PssLevel
 from config.quantity import quantity
-from config.secrets import NAMESPACE, REGISTRY_PASSWORD_KEY
+from config.secrets import HCLOUD_TOKEN_KEY, NAMESPACE, REGISTRY_PASSWORD_KEY
 from config.server_types import CATALOGUE as SERVER_TYPES
 from config.support import MATRIX, minor
 from config.workers import PoolName, Toleration, WorkerPool
@@ -606,6 +606,14 @@ class StackConfig(ConfigModel):
     vclusters: VClusters = Field(default_factory=VClusters)
     fleet: Fleet = Field(default_factory=Fleet)
     api: Api = Field(default_factory=Api)
+    cloud_controller: Literal["hetzner", "k3s"] = Field(
+        default="hetzner",
+        description="Who initialises nodes: `hetzner` (the Hetzner cloud controller manager, "
+        "slot 04: providerID, LoadBalancer Services in the region's network; k3s runs with "
+        "--disable-cloud-controller and kubelet cloud-provider=external) or `k3s` (its built-in "
+        "controller, no LoadBalancer addresses): only for a region whose servers booted before "
+        "the CCM existed (docs/day2.md, 'Handing nodes to the Hetzner CCM').",
+    )
     upgrades: Upgrades = Field(default_factory=Upgrades)
     backups: Backups = Field(default_factory=Backups)
     replacement: Replacement = Field(default_factory=Replacement)
@@ -864,12 +872,15 @@ def parse_config(
     stack: str = "",
     secret_keys: frozenset[str] = frozenset(),
     check: Check = _no_checks,
+    required_secrets: bool = False,
 ) -> StackConfig:
     """Validate the raw `sovereign:*` objects (keys without the namespace) as one stack.
 
     Pure: tests and the offline plan call it with a dict; `load_config` with Pulumi's config.
     `check` judges a well-formed config across its keys (`checks.preflight`); it is passed in
-    because the checks sit in a layer above the models.
+    because the checks sit in a layer above the models. `required_secrets`: refuse a missing
+    secret the program needs (`load_config`, i.e. preview and up); the offline plan reads no
+    secrets and leaves them out.
     """
     # Refused before the models see them: a secret the models parsed would be a plain string.
     problems = secret_config.secret_problems(frozenset(raw), secret_keys)
@@ -903,6 +914,7 @@ def parse_config(
         problems += [
             *backup_credential_problems(raw, cfg.backups.enabled),
             *_registry_password_problems(raw, cfg.registry_mirror.username),
+            *(_hcloud_token_problems(raw) if required_secrets else []),
             *check(cfg),
         ]
     if problems or cfg is None:
@@ -958,6 +970,29 @@ def _registry_password_problems(raw: Mapping[str, Any], username: str | None) ->
     ]
 
 
+def _hcloud_token_problems(raw: Mapping[str, Any]) -> list[Problem]:
+    """The cluster's controllers need their Hetzner token (config.secrets keeps it secret)."""
+    if HCLOUD_TOKEN_KEY in raw:
+        return []
+    return [
+        Problem(
+            f"{NAMESPACE}:{HCLOUD_TOKEN_KEY}",
+            "(not set)",
+            "required: the Hetzner API token the cluster's cloud controller manager and CSI "
+            "driver use (kube-system Secret `hcloud`), a read/write token of this region's "
+            f"project: pulumi config set --secret {NAMESPACE}:{HCLOUD_TOKEN_KEY} <token>",
+        )
+    ]
+
+
+def hcloud_token() -> pulumi.Output[str]:
+    """The cluster's Hetzner token as a secret Output (`load_config` refused a missing one)."""
+    token = secret_config.secret_value(HCLOUD_TOKEN_KEY)
+    if token is None:
+        raise SovereignConfigError(_hcloud_token_problems({}), pulumi.get_stack())
+    return token
+
+
 def registry_mirror_password() -> pulumi.Output[str] | None:
     """The mirror's password as a secret Output (None without one)."""
     return secret_config.secret_value(REGISTRY_PASSWORD_KEY)
@@ -966,4 +1001,4 @@ def registry_mirror_password() -> pulumi.Output[str] | None:
 def load_config(check: Check = _no_checks) -> StackConfig:
     """Read and validate this stack's configuration, or raise one `SovereignConfigError`."""
     raw, secret_keys = _raw_from_pulumi()
-    return parse_config(raw, pulumi.get_stack(), secret_keys, check)
+    return parse_config(raw, pulumi.get_stack(), secret_keys, check, required_secrets=True)

@@ -28,12 +28,17 @@ BACKUP_ACCESS_KEY: Final = "backupsAccessKey"
 BACKUP_SECRET_KEY: Final = "backupsSecretKey"
 # The registry mirror's password (config.models.RegistryMirror.username is its login).
 REGISTRY_PASSWORD_KEY: Final = "registryMirrorPassword"
+# The Hetzner API token the cluster itself uses (cloud controller manager, CSI driver,
+# autoscaler), stored in the kube-system Secret `hcloud`. Its own key, not the provider's
+# `hcloud:token`: it can be a separate token, revoked without locking `pulumi up` out.
+HCLOUD_TOKEN_KEY: Final = "hcloudToken"
 
 # key (as users type it, without the namespace) -> what it holds, for error messages.
 SECRET_KEYS: Final[Mapping[str, str]] = {
     BACKUP_ACCESS_KEY: "the Object Storage access key of etcd backups",
     BACKUP_SECRET_KEY: "the Object Storage secret key of etcd backups",
     REGISTRY_PASSWORD_KEY: "the registry mirror's password",
+    HCLOUD_TOKEN_KEY: "the Hetzner API token of the cluster's own controllers",
 }
 
 

@@ -88,10 +88,10 @@ def gateway_api_values(cfg: StackConfig) -> dict[str, Any]:
     """`gatewayAPI` values of the Cilium chart (the same keys in 1.18 and 1.19).
 
     Host network mode (Cilium 1.16+, Documentation/network/servicemesh/gateway-api/
-    host-network-mode.rst): envoy listens on every node on each Gateway listener's port. This
-    stack has no controller that gives a LoadBalancer Service an address (no hcloud CCM,
-    servicelb disabled), so the chart's default Service mode would never be reachable; host
-    ports are what the Hetzner load balancer can target.
+    host-network-mode.rst): envoy listens on every node on each Gateway listener's port. The
+    ingress load balancer is the program's own Hetzner LB (declared, reviewed in the plan, its
+    targets chosen by `loadBalancer.pool`), which targets host ports; the Hetzner CCM (slot 04)
+    gives tenants' LoadBalancer Services their own LBs, not this one.
     """
     if not cfg.cilium.gateway_api.enabled:
         return {"enabled": False}

@@ -527,6 +527,26 @@ def cluster_dns(cfg: StackConfig) -> str:
     return str(ipaddress.ip_network(cfg.service_cidr)[10])
 
 
+# The k3s flags that hand node initialisation to an external cloud controller (the Hetzner CCM):
+# k3s's own controller off on servers, and every kubelet registers with cloud-provider=external,
+# which taints its node `node.cloudprovider.kubernetes.io/uninitialized` until the CCM has set
+# its providerID and addresses. source: https://docs.k3s.io/cli/server (--disable-cloud-
+# controller) and hetznercloud/hcloud-cloud-controller-manager docs/guides/quickstart.md
+# (kubelet --cloud-provider=external), checked 2026-12-04.
+DISABLE_CLOUD_CONTROLLER: Final = "disable-cloud-controller"
+EXTERNAL_CLOUD_PROVIDER: Final = "cloud-provider=external"
+
+
+def cloud_controller_flags(cfg: StackConfig, kind: NodeKind) -> dict[str, Any]:
+    """k3s config keys of sovereign:cloudController (none for k3s's built-in controller)."""
+    if cfg.cloud_controller != "hetzner":
+        return {}
+    flags: dict[str, Any] = {"kubelet-arg": [EXTERNAL_CLOUD_PROVIDER]}
+    if kind == "server":
+        flags[DISABLE_CLOUD_CONTROLLER] = True
+    return flags
+
+
 def k3s_server_config(
     cfg: StackConfig, node: int, public_ip: str, token: str, boot: ServerBoot | None = None
 ) -> dict[str, Any]:
@@ -553,6 +573,7 @@ def k3s_server_config(
             f"{REGION_LABEL_KEY}={region_label(cfg)}",
             f"{NODE_ROLE_LABEL_KEY}=control-plane",
         ],
+        **cloud_controller_flags(cfg, "server"),
         # Local snapshots always (the server's own disk); a copy off the server with backups on.
         "etcd-snapshot-schedule-cron": cfg.backups.schedule,
         "etcd-snapshot-retention": cfg.backups.retention,
@@ -942,6 +963,7 @@ def k3s_agent_config(cfg: StackConfig, pool: str, token: str) -> dict[str, Any]:
     }
     if spec.taints:
         config["node-taint"] = [taint.flag for taint in spec.taints]
+    config.update(cloud_controller_flags(cfg, "agent"))
     return config
 
 

@@ -3,8 +3,9 @@
 Hetzner serves user_data from 169.254.169.254 to anything on the server's network for the
 server's whole life, and user_data holds the k3s token (every server) and the cluster CA keys
 (cp-1). Cilium's policy denies it to pod endpoints; host-network pods (Cilium's agent and envoy,
-system-upgrade-controller, the CCM) share the host's network namespace, so their traffic leaves
-through the host's own output path, where this nftables chain decides by the socket's owner.
+system-upgrade-controller, the CCM of slot 04) share the host's network namespace, so their
+traffic leaves through the host's own output path, where this nftables chain decides by the
+socket's owner.
 
 Who may reach it (METADATA_CLIENTS), and why every other socket is refused:
 - sockets of systemd services (cgroup `system.slice`): cloud-init's own stages at every boot
@@ -66,8 +67,9 @@ METADATA_CLIENTS: Final = (
         what="Hetzner cloud-controller-manager (host network; /private-networks with "
         "HCLOUD_NETWORK set)",
         match=f"meta skuid {CCM_UID}",
-        source="hetznercloud/hcloud-cloud-controller-manager (issue 19 adds it; its pod runs "
-        "as CCM_UID)",
+        source="hetznercloud/hcloud-cloud-controller-manager hcloud/cloud.go@v1.35.0 (reads "
+        "/private-networks at start with HCLOUD_NETWORK set); slot 04 runs it as CCM_UID "
+        "(render/hcloud.py)",
     ),
 )
 

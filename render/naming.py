@@ -18,6 +18,10 @@ API_PUBLIC_LABEL_KEY: Final = "openova.io/api-public"
 # label selector and Cilium's Gateway node selector both read it.
 POOL_LABEL_KEY: Final = "openova.io/pool"
 WORKER_ROLE: Final = "worker"
+# Who initialised the node (sovereign:cloudController) on every server, read back at preview:
+# a node's providerID is set once, so a region booted with k3s's built-in controller cannot be
+# handed to the Hetzner CCM by a config change (checks/hcloud.py refuses that).
+CLOUD_CONTROLLER_LABEL_KEY: Final = "openova.io/cloud-controller"
 
 
 def prefix(cfg: StackConfig) -> str:

@@ -16,6 +16,7 @@ from config.models import StackConfig, VClusterName
 from render.cert_manager import cert_manager_values
 from render.charts import Chart
 from render.cilium import cilium_values
+from render.hcloud import CCM_CHART, CCM_RELEASE, HCLOUD_NAMESPACE, ccm_values
 from render.helm import RenderedObject
 from render.manifest_files import gateway_api_crds
 from render.slots import Slot, active_slots
@@ -64,6 +65,14 @@ def _release(cfg: StackConfig, slot: Slot) -> ReleaseSpec | None:
             chart=chart,
             namespace="cert-manager",
             values=cert_manager_values(),
+        )
+    if slot.release == CCM_RELEASE:
+        return ReleaseSpec(
+            slot=slot.number,
+            name=CCM_RELEASE,
+            chart=CCM_CHART,
+            namespace=HCLOUD_NAMESPACE,
+            values=ccm_values(cfg),
         )
     # Slot 03 (system-upgrade-controller) applies the release's manifests, not a Helm chart.
     return None

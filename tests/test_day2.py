@@ -18,6 +18,7 @@ from components.control_plane import BOOT_LABEL_KEY
 from config.errors import SovereignConfigError
 from render import wait_for_api
 from render.cloudinit import ETCD_S3_SECRET_NAME, K3S_CONFIG_PATH, K3S_TLS_DIR, restore_script
+from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 from render.system_upgrade import controller_objects, release, skew_refusal
 from tools.mockrun import Run, SecretValue, evaluate, stack_config
 from tools.plan_diff import effect_of
@@ -60,6 +61,8 @@ def live(stack: str, version: str, boot: str = "init") -> list[dict[str, Any]]:
                 "openova.io/secrets-encryption": "true",
                 # Created with the deployer binding in cp-1's first boot (components/record.py).
                 "openova.io/deployer-binding": "boot",
+                # Booted for the Hetzner CCM (checks/hetzner.py refuses a switch).
+                CLOUD_CONTROLLER_LABEL_KEY: "hetzner",
                 # Deployed by this program: its vClusters rootless (checks/tenants.py).
                 **{
                     f"openova.io/vcluster-{vc}": "rootless" if vc in active else "none"
@@ -508,7 +511,7 @@ def test_backups_go_to_object_storage_with_secret_credentials_not_in_user_data()
     # The bucket is pruned at the same count: the Secret carries no retention.
     assert flags["etcd-s3-retention"] == 28
     assert "fake-secret-key" not in run.one(SERVER).inputs["userData"]
-    secret = run.one("kubernetes:core/v1:Secret")
+    secret = run.one("kubernetes:core/v1:Secret", "omantel-fsn1-etcd-backups-s3")
     assert secret.inputs["metadata"] == {"name": ETCD_S3_SECRET_NAME, "namespace": "kube-system"}
     assert "stringData" in secret.secret_inputs
     data = secret.inputs["stringData"]

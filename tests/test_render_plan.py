@@ -28,9 +28,17 @@ def test_the_plan_lists_each_release_with_objects_by_kind_and_images() -> None:
         "cilium",
         "cert-manager",
         "system-upgrade-controller",
+        "hcloud-ccm",
         "dmz-vcluster",
         "rtz-vcluster",
     ]
+    ccm = releases["hcloud-ccm"]
+    assert (ccm["slot"], ccm["chart"], ccm["version"]) == (
+        4,
+        "hcloud-cloud-controller-manager",
+        "1.35.0",
+    )
+    assert ccm["images"] == ["docker.io/hetznercloud/hcloud-cloud-controller-manager:v1.35.0"]
     # Slot 03 applies no chart: its vendored manifests are rendered and validated like one.
     suc = releases["system-upgrade-controller"]
     assert (suc["slot"], suc["version"], suc["namespace"]) == (3, "v0.20.1", "system-upgrade")

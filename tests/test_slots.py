@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from render.slots import SLOTS, active_slots
+from render.slots import EVERY_REGION, SLOTS, Slot, active_slots, declaration_order
 from tools.mockrun import Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -50,8 +50,9 @@ def test_primary_registers_exactly_the_table_graph(primary: Run) -> None:
         == table_graph(primary)
         == {
             1: set(),
-            2: {1},
-            3: {1},
+            2: {1, 4},
+            3: {1, 4},
+            4: {1},
             54: {1, 2},
             58: {1, 2},
         }
@@ -64,8 +65,9 @@ def test_secondary_registers_exactly_the_table_graph(secondary: Run) -> None:
         == table_graph(secondary)
         == {
             1: set(),
-            2: {1},
-            3: {1},
+            2: {1, 4},
+            3: {1, 4},
+            4: {1},
             54: {1, 2},
             59: {1, 2},
         }
@@ -74,12 +76,12 @@ def test_secondary_registers_exactly_the_table_graph(secondary: Run) -> None:
 
 def test_primary_stack_has_mgmt_and_dmz_but_no_rtz(primary: Run) -> None:
     names = {r.inputs["name"] for r in primary.of_type(RELEASE)}
-    assert names == {"cilium", "cert-manager", "dmz-vcluster", "mgmt-vcluster"}
+    assert names == {"cilium", "hcloud-ccm", "cert-manager", "dmz-vcluster", "mgmt-vcluster"}
 
 
 def test_secondary_stack_has_rtz_but_no_mgmt_vcluster(secondary: Run) -> None:
     names = {r.inputs["name"] for r in secondary.of_type(RELEASE)}
-    assert names == {"cilium", "cert-manager", "dmz-vcluster", "rtz-vcluster"}
+    assert names == {"cilium", "hcloud-ccm", "cert-manager", "dmz-vcluster", "rtz-vcluster"}
 
 
 def test_each_role_runs_its_slots_in_table_order() -> None:
@@ -88,7 +90,10 @@ def test_each_role_runs_its_slots_in_table_order() -> None:
     from checks.preflight import parse as parse_config
     from tools.mockrun import stack_config
 
-    for stack, expected in (("primary", [1, 2, 3, 54, 58]), ("secondary", [1, 2, 3, 54, 59])):
+    for stack, expected in (
+        ("primary", [1, 4, 2, 3, 54, 58]),
+        ("secondary", [1, 4, 2, 3, 54, 59]),
+    ):
         cfg = parse_config(stack_config(stack), stack)
         assert [slot.number for slot in active_slots(cfg)] == expected
 
@@ -106,12 +111,22 @@ def test_release_waits_are_on_the_release_not_only_the_component(primary: Run) -
     assert cilium.urn in cert_manager.dependencies
 
 
-def test_table_only_points_backwards() -> None:
-    seen: set[int] = set()
-    for slot in SLOTS:
-        assert set(slot.after) <= seen, f"slot {slot.number} runs after a later slot"
-        seen.add(slot.number)
+def test_table_is_a_graph_declared_after_every_wait() -> None:
+    # Numbers are catalogue places: the table lists them in order, and a slot may wait for a
+    # higher number (02 and 03 wait for the CCM, 04); declaration follows the waits.
     assert [s.number for s in SLOTS] == sorted(s.number for s in SLOTS)
+    numbers = {s.number for s in SLOTS}
+    seen: set[int] = set()
+    for slot in declaration_order(SLOTS):
+        assert set(slot.after) <= numbers
+        assert set(slot.after) <= seen, f"slot {slot.number} declared before what it waits for"
+        seen.add(slot.number)
+    cycle = (
+        Slot(number=1, release="a", after=(2,), roles=EVERY_REGION),
+        Slot(number=2, release="b", after=(1,), roles=EVERY_REGION),
+    )
+    with pytest.raises(ValueError, match="cycle"):
+        declaration_order(cycle)
 
 
 def test_a_vcluster_can_be_switched_off_in_its_role() -> None:
@@ -119,6 +134,7 @@ def test_a_vcluster_can_be_switched_off_in_its_role() -> None:
     assert run.error is None
     assert {r.inputs["name"] for r in run.of_type(RELEASE)} == {
         "cilium",
+        "hcloud-ccm",
         "cert-manager",
         "mgmt-vcluster",
     }
@@ -204,9 +220,9 @@ def test_each_slots_releases_wait_for_every_resource_of_the_slots_before(
                 f"{release.name} (slot {own}) does not wait for {missing} (slot {before})"
             )
             gated += 1
-    # cert-manager and the upgrade controller's two manifests after Cilium; each vCluster after
-    # Cilium and cert-manager.
-    assert gated == 3 + 2 * len(active_vclusters_of(run))
+    # The CCM after Cilium; cert-manager and the upgrade controller's two manifests after Cilium
+    # and the CCM; each vCluster after Cilium and cert-manager.
+    assert gated == 1 + 2 * 3 + 2 * len(active_vclusters_of(run))
 
 
 def active_vclusters_of(run: Run) -> list[str]:

@@ -12,6 +12,7 @@ from checks.rendered import render_releases
 from checks.tenants import pod_usage, quota_fit_problems, vcluster_usage
 from config.models import ContainerLimits
 from config.quantity import parse as parse_quantity
+from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 from render.tenants import quota_hard
 from tools.mockrun import Registration, Run, evaluate, stack_config
 
@@ -21,7 +22,11 @@ RELEASE = "kubernetes:helm.sh/v3:Release"
 
 def live_primary(**modes: str) -> list[dict[str, Any]]:
     """Hetzner's answer for the deployed primary; `modes`: the vCluster labels its server has."""
-    labels = {"openova.io/k3s-version": "v1.35.6-k3s1", "openova.io/k3s-boot": "init"}
+    labels = {
+        "openova.io/k3s-version": "v1.35.6-k3s1",
+        "openova.io/k3s-boot": "init",
+        CLOUD_CONTROLLER_LABEL_KEY: "hetzner",
+    }
     labels.update({f"openova.io/vcluster-{name}": value for name, value in modes.items()})
     return [{"name": "omantel-fsn1-cp-1", "labels": labels, "deleteProtection": True}]
 

@@ -22,6 +22,7 @@ from checks.upgrades import (
 )
 from render.charts import VENDOR_DIR
 from render.cilium import upgrade_compatibility
+from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 from tools.mockrun import ROOT, evaluate, stack_config
 from tools.upgrade_path import main
 
@@ -37,6 +38,8 @@ def live(
         # The vClusters as they run now (rootless, checks/tenants.py), not what this is about.
         "openova.io/vcluster-dmz": "rootless",
         "openova.io/vcluster-rtz": "rootless",
+        # Not what this is about either: the controller the committed stacks ask for.
+        CLOUD_CONTROLLER_LABEL_KEY: "hetzner",
     }
     if cilium is not None:
         labels["openova.io/cilium-version"] = cilium

@@ -14,6 +14,7 @@ from checks.preflight import parse
 from checks.workers import removal_warnings
 from config.errors import SovereignConfigError
 from render.cloudinit import K3S_CONFIG_PATH
+from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 from tools.mockrun import FAKE_K3S_TOKEN, Registration, Run, evaluate, stack_config
 
 SERVER = "hcloud:index/server:Server"
@@ -121,7 +122,11 @@ def test_a_shrinking_pool_says_on_every_preview_which_workers_go_undrained(
 ) -> None:
     warned: list[str] = []
     monkeypatch.setattr(pulumi.log, "warn", lambda message, *_a, **_k: warned.append(message))
-    worker = {"catalyst.openova.io/role": "worker", "openova.io/pool": "general"}
+    worker = {
+        "catalyst.openova.io/role": "worker",
+        "openova.io/pool": "general",
+        CLOUD_CONTROLLER_LABEL_KEY: "hetzner",
+    }
     live = [
         {"name": f"omantel-hel1-2-general-{n}", "labels": worker, "deleteProtection": False}
         for n in (1, 2, 3)

@@ -33,6 +33,8 @@ from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from config.secrets import HCLOUD_TOKEN_KEY
+
 ROOT = Path(__file__).resolve().parent.parent
 MAIN = ROOT / "__main__.py"
 # The Pulumi SDK whose private parts this module was last checked against (`sdk_problems`);
@@ -58,6 +60,9 @@ REQUEST_FIELDS = (
 SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 SIG_KEY = "4dabf18193072939515e22adb298388d"
 FAKE_HCLOUD_TOKEN = "hcloud-token-" + "t" * 51
+# The cluster's own Hetzner token (sovereign:hcloudToken), distinct from the provider's so a
+# leak of either is told apart.
+FAKE_CLUSTER_TOKEN = "cluster-token-" + "c" * 50
 
 FAKE_K3S_KUBECONFIG = """\
 apiVersion: v1
@@ -436,6 +441,12 @@ def evaluate(
     # Keys in `secret_keys`, and values given as SecretValue, stand for
     # `pulumi config set --secret`.
     secret = ["hcloud:token", *(f"sovereign:{key}" for key in secret_keys)]
+    # Every stack needs the cluster's token, which no committed stack file can carry (a
+    # `secure:` value needs the operator's passphrase): the runs get a fake one, as
+    # `pulumi config set --secret` sets it, unless the test sets or deletes it itself.
+    if HCLOUD_TOKEN_KEY not in config and (overrides or {}).get(HCLOUD_TOKEN_KEY) is not DELETE:
+        all_config[f"sovereign:{HCLOUD_TOKEN_KEY}"] = FAKE_CLUSTER_TOKEN
+        secret.append(f"sovereign:{HCLOUD_TOKEN_KEY}")
     for key, value in config.items():
         if isinstance(value, SecretValue):
             all_config[f"sovereign:{key}"] = value.value

@@ -1,0 +1,76 @@
+"""The Hetzner cloud controller manager (slot 04) and what it reads: values and the Secret (pure).
+
+Facts from the vendored chart (render/charts/hcloud-cloud-controller-manager-1.35.0.tgz,
+`values.yaml` and `templates/deployment.yaml` at tag v1.35.0, read 2026-12-04) and from the
+controller's configuration (hetznercloud/hcloud-cloud-controller-manager
+`internal/config/config.go` and `docs/reference/load_balancer_envs.md`, read 2026-12-04):
+
+- The chart reads Secret `hcloud` in its release namespace: `token` as HCLOUD_TOKEN and, with
+  `networking.enabled`, `network` as HCLOUD_NETWORK (an ID or a name).
+- `networking.enabled` also puts the pod on the host network (it reads the metadata service's
+  `/private-networks` at start to check its node is attached, which the host fence admits for
+  CCM_UID only: render/metadata_fence.py) and passes `--allocate-node-cidrs=true
+  --cluster-cidr=<networking.clusterCIDR>`, which must be the cluster's pod CIDR.
+- With HCLOUD_NETWORK set the route controller is on unless HCLOUD_NETWORK_ROUTES_ENABLED is
+  false; Cilium tunnels pod traffic here (no `routingMode: native`), so no Hetzner route is
+  needed and none is made.
+- HCLOUD_LOAD_BALANCERS_LOCATION: where a LoadBalancer Service's Hetzner LB is created (the
+  region's location; mutually exclusive with ..._NETWORK_ZONE).
+  HCLOUD_LOAD_BALANCERS_USE_PRIVATE_IP: the LB reaches its targets through the region's network
+  (default false: public IPs).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from config.models import StackConfig
+from render.charts import Chart
+from render.metadata_fence import CCM_UID
+from render.naming import NODE_ROLE_LABEL_KEY
+
+HCLOUD_NAMESPACE: Final = "kube-system"
+# The Secret and keys both Hetzner charts read by default (CCM values.yaml `env.HCLOUD_TOKEN`,
+# `networking.network`; CSI values.yaml `controller.hcloudToken.existingSecret`), and the
+# autoscaler reads too: one copy of the token in the cluster.
+HCLOUD_SECRET: Final = "hcloud"
+TOKEN_KEY: Final = "token"
+NETWORK_KEY: Final = "network"
+
+CCM_RELEASE: Final = "hcloud-ccm"
+CCM_CHART: Final = Chart(name="hcloud-cloud-controller-manager", version="1.35.0")
+# The chart names its objects after the chart unless nameOverride is set (_helpers.tpl).
+CCM_NAME: Final = "hcloud-cloud-controller-manager"
+# What the controller asks the scheduler for: the chart's own default (values.yaml `resources`).
+CCM_REQUESTS: Final = {"requests": {"cpu": "100m", "memory": "50Mi"}}
+
+
+def hcloud_secret_data(token: str, network_id: str) -> dict[str, str]:
+    """`stringData` of Secret kube-system/hcloud (the token only ever inside a secret Output)."""
+    return {TOKEN_KEY: token, NETWORK_KEY: network_id}
+
+
+def ccm_values(cfg: StackConfig) -> dict[str, Any]:
+    """Helm values of the hcloud-cloud-controller-manager chart (slot 04)."""
+    replicas = 1 if cfg.control_plane.count == 1 else 2
+    return {
+        "networking": {"enabled": True, "clusterCIDR": cfg.pod_cidr},
+        "replicaCount": replicas,
+        "env": {
+            "HCLOUD_LOAD_BALANCERS_LOCATION": {"value": cfg.region.location},
+            "HCLOUD_LOAD_BALANCERS_USE_PRIVATE_IP": {"value": "true"},
+            "HCLOUD_NETWORK_ROUTES_ENABLED": {"value": "false"},
+        },
+        # The host fence lets exactly this uid reach the metadata service (its only reader
+        # among the pods on the host network); the chart's own default is 65532.
+        "podSecurityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": CCM_UID,
+            "runAsGroup": CCM_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # On the servers: the controller must not depend on a worker pool that may be scaled to
+        # zero, and a server is the node it can always run on.
+        "nodeSelector": {NODE_ROLE_LABEL_KEY: "control-plane"},
+        "resources": CCM_REQUESTS,
+    }
