@@ -26,13 +26,22 @@ from config.errors import Problem
 from config.models import StackConfig, VClusterName
 from render.cache import cached
 from render.cache import key as cache_key
+from render.cert_manager import solver_images
 from render.cloudinit import WORST_CASE_IPV4, k3s_server_config, node_kinds, reachable_api
 from render.helm import RenderedObject, render_chart
-from render.manifests import image_uses, is_pinned, pod_templates, registry_of
+from render.manifests import (
+    image_uses,
+    images,
+    is_pinned,
+    pod_image_uses,
+    pod_templates,
+    registry_of,
+)
 from render.naming import worker_node_labels
 from render.pins import UPSTREAM_DIR, verified, verified_bytes
 from render.pod_security import evaluate, refusal_message
-from render.releases import ReleaseSpec, all_releases, manifest_objects
+from render.releases import SYSTEM_UPGRADE, ReleaseSpec, all_releases, manifest_objects
+from render.system_upgrade import job_images
 from render.vcluster import coredns_pods
 
 # Labels the kubelet puts on every node by itself, beside the k3s `node-label` flags.
@@ -142,6 +151,21 @@ def image_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> lis
     return problems
 
 
+def release_images(cfg: StackConfig, release: RenderedRelease) -> list[str]:
+    """Every image a release pulls, sorted, once each: its pod templates' and the ones it names
+    outside them (the CoreDNS pod a vCluster's syncer creates from the chart's manifest,
+    cert-manager's ACME solver, the upgrade controller's cordon/drain and upgrade jobs)."""
+    spec = release.spec
+    found = set(images(release.objects))
+    if spec.vcluster is not None:
+        found.update(use.image for use in pod_image_uses(coredns_pods(release.objects)))
+    if spec.chart.name == "cert-manager":
+        found.update(solver_images(release.objects))
+    if spec.name == SYSTEM_UPGRADE:
+        found.update(job_images(cfg, [dict(obj.doc) for obj in release.objects]))
+    return sorted(found)
+
+
 def registries(rendered: Sequence[RenderedRelease]) -> list[str]:
     """Every registry the deployed charts pull from."""
     return sorted({registry_of(u.image) for r in rendered for u in image_uses(r.objects)})
@@ -154,10 +178,10 @@ def mirror_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> li
         return []
     missing: dict[str, set[str]] = {}
     for release in rendered:
-        for use in image_uses(release.objects):
-            registry = registry_of(use.image)
+        for image in release_images(cfg, release):
+            registry = registry_of(image)
             if registry not in mirror.projects and registry != mirror.host:
-                missing.setdefault(registry, set()).add(f"{release.spec.name}: {use.image}")
+                missing.setdefault(registry, set()).add(f"{release.spec.name}: {image}")
     return [
         Problem(
             "sovereign:registryMirror.projects",

@@ -35,7 +35,7 @@ class CertManager(pulumi.ComponentResource):
             chart=Chart(name="cert-manager", version=args.cfg.cert_manager.version),
             namespace="cert-manager",
             create_namespace=True,
-            values=cert_manager_values(),
+            values=cert_manager_values(args.cfg.cert_manager.version),
             timeout_seconds=args.cfg.releases.timeout_seconds,
             parent=self,
             depends_on=args.after,

@@ -66,6 +66,14 @@ WORKLOADS: Final = frozenset(
     )
 )
 
+# Objects applied from manifests (system-upgrade-controller's), and the Plans whose jobs the
+# controller runs from `spec.upgrade.image` / `spec.prepare.image`.
+CONFIG_GROUP: Final = "kubernetes:yaml/v2:ConfigGroup"
+SUC_PLAN: Final = "kubernetes:upgrade.cattle.io/v1:Plan"
+# An environment-style key naming an image (system-upgrade-controller's ConfigMap names its
+# cordon/drain jobs' image as SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE).
+ENV_IMAGE_SUFFIX: Final = "_IMAGE"
+
 NODE_ROLE_LABEL: Final = "catalyst.openova.io/role"
 VCLUSTER_ROLE_LABEL: Final = "catalyst.openova.io/vcluster-role"
 PSA_ENFORCE: Final = f"{LABEL_PREFIX}enforce"
@@ -698,8 +706,9 @@ def _image_refs(value: object, path: str) -> list[tuple[str, str]]:
                 ref += f"@{digest}"
             found.append((path, ref))
         for key, item in mapping.items():
-            if key == "image" and isinstance(item, str):
-                found.append((f"{path}.{key}".lstrip("."), item))
+            if (key == "image" or key.endswith(ENV_IMAGE_SUFFIX)) and isinstance(item, str):
+                if item:
+                    found.append((f"{path}.{key}".lstrip("."), item))
             else:
                 found += _image_refs(item, f"{path}.{key}".lstrip("."))
         return found
@@ -716,9 +725,12 @@ def image_digest_violations(
     if resource_type in (HELM_RELEASE, HELM_CHART_V4):
         where = f"Helm release {_label(props, 'name')!r} values"
         refs = _image_refs(_plain(props.get("values")), "")
-    elif resource_type in WORKLOADS:
+    elif resource_type in WORKLOADS or resource_type == SUC_PLAN:
         where = f"{resource_type.split(':')[-1]} {_label(props, 'metadata', 'name')!r}"
         refs = _image_refs(_plain(props.get("spec")), "spec")
+    elif resource_type == CONFIG_GROUP:
+        where = f"ConfigGroup objects ({len(_items(_plain(props.get('objs'))))})"
+        refs = _image_refs(_plain(props.get("objs")), "objs")
     else:
         return []
     return [
@@ -814,8 +826,8 @@ def policies() -> list[Policy]:
         ),
         _resource_policy(
             "image-pinned-by-digest",
-            "Images named in release values and workloads carry a digest (advisory while the "
-            "pins have gaps).",
+            "Images named in release values, workloads, applied manifests and upgrade Plans "
+            "carry a digest (advisory while the pins have gaps).",
             image_digest_violations,
             EnforcementLevel.ADVISORY,
         ),

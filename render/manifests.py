@@ -63,8 +63,12 @@ class ImageUse:
 
 
 def image_uses(objects: Iterable[RenderedObject]) -> list[ImageUse]:
+    return pod_image_uses(pod_templates(objects))
+
+
+def pod_image_uses(pods: Iterable[PodTemplate]) -> list[ImageUse]:
     uses: list[ImageUse] = []
-    for pod in pod_templates(objects):
+    for pod in pods:
         for key in CONTAINER_LISTS:
             for index, container in enumerate(_list(pod.spec.get(key))):
                 image = _map(container).get("image")

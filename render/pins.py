@@ -11,8 +11,10 @@ installs.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, cast
@@ -242,13 +244,120 @@ def unpinned(downloads: list[Download]) -> list[str]:
 
 # --- images: every image in the rendered objects pinned by digest -----------------------------
 
+# Tag -> digest per image reference, each with the URL it was resolved from and the date
+# (written by `python -m tools.resolve_pins image REF...`). Rendering reads it: every image whose
+# `<registry>/<repository>:<tag>` has an entry is rendered as `...:<tag>@sha256:<digest>`.
+IMAGE_DIGESTS_FILE: Final = RENDER_DIR / "image_digests.yaml"
 DIGEST_MARK: Final = "@sha256:"
+_DIGEST: Final = re.compile(r"sha256:[0-9a-f]{64}")
+# A reference without a registry host is pulled from Docker Hub (the Docker reference grammar:
+# the first component is a host only if it has a dot or a port, or is `localhost`).
+DOCKER_HUB: Final = "docker.io"
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDigest:
+    digest: str  # sha256:<64 hex>
+    source: str
+    checked: str
+
+
+def _tagged(ref: str) -> bool:
+    name, _, tag = ref.rpartition(":")
+    return bool(name) and bool(tag) and "/" not in tag
+
+
+def canonical(ref: str) -> str:
+    """`registry/repository:tag` as a runtime resolves it (Docker Hub and its `library/` made
+    explicit), so `rancher/kubectl:v1.30.3` and `docker.io/rancher/kubectl:v1.30.3` are one key.
+    A reference that names no tag is returned as it is (it has no entry to find)."""
+    if not _tagged(ref.partition("@")[0]):
+        return ref
+    name, _, tag = ref.partition("@")[0].rpartition(":")
+    first, _, rest = name.partition("/")
+    if not (rest and ("." in first or ":" in first or first == "localhost")):
+        first, rest = DOCKER_HUB, name if rest else f"library/{name}"
+    return f"{first}/{rest}:{tag}"
+
+
+def load_image_digests(path: Path) -> dict[str, ImageDigest]:
+    """The digest table of `path` by canonical reference; `PinError` listing every bad entry."""
+    where = f"render/{path.name}"
+    try:
+        doc: object = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise PinError(f"{where}: cannot be read as YAML ({err})") from None
+    table = cast(dict[str, object], doc).get("images") if isinstance(doc, dict) else doc
+    if table is None:
+        table = {}
+    if not isinstance(table, dict):
+        raise PinError(f"{where}: `images` must map image references to entries, not {table!r}")
+    found: dict[str, ImageDigest] = {}
+    bad: list[str] = []
+    for ref, value in cast(dict[object, object], table).items():
+        entry = _as_dict(value)
+        key = f"images.{ref!r}"
+        if not isinstance(ref, str) or "@" in ref or not _tagged(ref):
+            bad.append(
+                f"{key}: a reference with its tag and no digest, e.g. quay.io/org/app:v1.2.3"
+            )
+            continue
+        digest, source, checked = entry.get("digest"), entry.get("source"), entry.get("checked")
+        if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
+            bad.append(f"{key}.digest: {digest!r}; allowed: sha256: and 64 lower-case hex digits")
+        if not isinstance(source, str) or not source.strip():
+            bad.append(f"{key}.source: {source!r}; allowed: the URL the digest was read from")
+        if not isinstance(checked, str | datetime.date) or not str(checked).strip():
+            bad.append(f"{key}.checked: {checked!r}; allowed: the date it was read (YYYY-MM-DD)")
+        if canonical(ref) in found:
+            bad.append(f"{key}: the same image as another entry ({canonical(ref)})")
+        found[canonical(ref)] = ImageDigest(str(digest), str(source), str(checked))
+    if bad:
+        raise PinError(
+            f"{where} has {len(bad)} invalid entr{'y' if len(bad) == 1 else 'ies'} (fill it with "
+            "`python -m tools.resolve_pins image REF...`, never by hand):\n"
+            + "\n".join(f"  - {line}" for line in bad)
+        )
+    return found
+
+
+@functools.lru_cache(maxsize=4)
+def _image_digests(path: Path) -> dict[str, ImageDigest]:
+    return load_image_digests(path)
+
+
+def image_digests() -> dict[str, ImageDigest]:
+    return _image_digests(IMAGE_DIGESTS_FILE)
+
+
+def digest_of(ref: str) -> str | None:
+    """The pinned digest of an image reference (registry/repository:tag), None without one."""
+    entry = image_digests().get(canonical(ref))
+    return entry.digest if entry is not None else None
+
+
+def pinned(ref: str) -> str:
+    """`ref` as rendered: `<ref>@sha256:...` when the data has its digest (the tag stays for
+    people; runtimes pull by the digest). A reference that already has a digest is kept."""
+    if DIGEST_MARK in ref:
+        return ref
+    digest = digest_of(ref)
+    return f"{ref}@{digest}" if digest else ref
+
+
+def pinned_tag(ref: str) -> str:
+    """The tag of `ref` with its digest when the data has one (`<tag>@sha256:...`): for charts
+    that compose `<registry>/<repository>:<tag>` themselves and take no digest value."""
+    tag = ref.rpartition(":")[2]
+    digest = digest_of(ref)
+    return f"{tag}@{digest}" if digest else tag
 
 
 def unpinned_images(images_by_release: dict[str, list[str]]) -> list[str]:
     """A warning per rendered image reference that carries no digest (release -> images)."""
     return [
-        f"image {image} ({release}) is not pinned by digest: a tag can be moved to other bytes"
+        f"image {image} ({release}) is not pinned by digest: a tag can be moved to other bytes; "
+        f"fill render/{IMAGE_DIGESTS_FILE.name}: `python -m tools.resolve_pins image {image}`"
         for release, images in images_by_release.items()
         for image in images
         if DIGEST_MARK not in image

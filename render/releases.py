@@ -64,7 +64,7 @@ def _release(cfg: StackConfig, slot: Slot) -> ReleaseSpec | None:
             name="cert-manager",
             chart=chart,
             namespace="cert-manager",
-            values=cert_manager_values(),
+            values=cert_manager_values(cfg.cert_manager.version),
         )
     if slot.release == CCM_RELEASE:
         return ReleaseSpec(

@@ -18,7 +18,7 @@ import yaml
 
 from config.models import StackConfig
 from render.manifest_files import documents
-from render.pins import UPSTREAM_DIR
+from render.pins import DIGEST_MARK, UPSTREAM_DIR, pinned
 from render.system_pods import SYSTEM_UPGRADE_CONTROLLER
 
 DATA_FILE: Final = Path(__file__).with_name("system_upgrade.yaml")
@@ -62,7 +62,20 @@ def _retag(pod_spec: dict[str, Any], image: str, tag: str) -> None:
         for container in cast(list[dict[str, Any]], pod_spec.get(key) or []):
             name = str(container.get("image", ""))
             if name == image or name.startswith(f"{image}:") or name.startswith(f"{image}@"):
-                container["image"] = f"{image}:{tag}"
+                container["image"] = pinned(f"{image}:{tag}")
+
+
+# The controller's environment (its ConfigMap) names the image of the cordon and drain jobs; the
+# controller uses the value as the container image as it is (rancher/system-upgrade-controller
+# v0.20.1 pkg/upgrade/job/job.go: KubectlImage, the drain and cordon containers; commit f1362a3,
+# checked 2026-12-04), so a digest there is pulled as such.
+KUBECTL_IMAGE_KEY: Final = "SYSTEM_UPGRADE_JOB_KUBECTL_IMAGE"
+
+
+def _pin_job_images(config_map: dict[str, Any]) -> None:
+    data = cast(dict[str, Any], config_map.get("data") or {})
+    if data.get(KUBECTL_IMAGE_KEY):
+        data[KUBECTL_IMAGE_KEY] = pinned(str(data[KUBECTL_IMAGE_KEY]))
 
 
 def controller_objects() -> list[dict[str, Any]]:
@@ -89,6 +102,8 @@ def controller_objects() -> list[dict[str, Any]]:
             kind = str(obj.get("kind"))
             if kind == "Namespace":
                 obj["metadata"]["name"] = namespace
+            if kind == "ConfigMap":
+                _pin_job_images(obj)
             elif kind not in CLUSTER_SCOPED:
                 obj["metadata"]["namespace"] = namespace
             if kind in BINDINGS:
@@ -116,6 +131,40 @@ def controller_objects() -> list[dict[str, Any]]:
 def crd_objects() -> list[dict[str, Any]]:
     """The release asset `crd.yaml`: the Plan CRD file as is (verified by sha256)."""
     return documents(release().crd_file)
+
+
+def upgrade_image(cfg: StackConfig) -> str:
+    """The image of the Plans' upgrade (and prepare) step, as the Plans name it.
+
+    The controller tags a name-only image with the Plan's version, '+' made '-'
+    (pkg/upgrade/container/container.go WithLatestTag, pkg/upgrade/plan/plan.go MungeVersion,
+    v0.20.1), and uses an image that has a tag or digest as it is. With a pinned digest the
+    Plans name `<image>:<that tag>@sha256:...`; without, the bare name as before, so a region's
+    Plans change only when a digest is filled. The Plan's digest (which decides whether nodes
+    run the upgrade again) covers the version and service account, not the image (plan.go
+    DigestStatus): pinning the image re-runs nothing.
+    """
+    suc = release()
+    ref = job_upgrade_image(cfg)
+    return ref if DIGEST_MARK in ref else suc.upgrade_image
+
+
+def job_upgrade_image(cfg: StackConfig) -> str:
+    """The reference the upgrade jobs pull: `<image>:<version, '+' made '-'>`, with its digest
+    when pinned."""
+    return pinned(f"{release().upgrade_image}:{version_label(cfg.control_plane.k3s_version)}")
+
+
+def job_images(cfg: StackConfig, objects: list[dict[str, Any]]) -> list[str]:
+    """Images the controller's jobs pull, named outside any pod template: cordon/drain (its
+    ConfigMap, read from the objects it applies) and the upgrade itself (the Plans)."""
+    kubectl = [
+        str(data[KUBECTL_IMAGE_KEY])
+        for obj in objects
+        if obj.get("kind") == "ConfigMap"
+        and (data := cast(dict[str, Any], obj.get("data") or {})).get(KUBECTL_IMAGE_KEY)
+    ]
+    return [*kubectl, job_upgrade_image(cfg)]
 
 
 SERVER_PLAN_NAME: Final = "k3s-server"
@@ -197,7 +246,7 @@ def server_plan(cfg: StackConfig) -> dict[str, Any]:
             ]
         },
         "serviceAccountName": suc.service_account,
-        "upgrade": {"image": suc.upgrade_image},
+        "upgrade": {"image": upgrade_image(cfg)},
         "version": cfg.control_plane.k3s_version,
     }
     if cfg.upgrades.drain:
@@ -231,9 +280,9 @@ def agent_plan(cfg: StackConfig) -> dict[str, Any] | None:
         "nodeSelector": {
             "matchExpressions": [{"key": suc.control_plane_label, "operator": "DoesNotExist"}]
         },
-        "prepare": {"image": suc.upgrade_image, "args": ["prepare", SERVER_PLAN_NAME]},
+        "prepare": {"image": upgrade_image(cfg), "args": ["prepare", SERVER_PLAN_NAME]},
         "serviceAccountName": suc.service_account,
-        "upgrade": {"image": suc.upgrade_image},
+        "upgrade": {"image": upgrade_image(cfg)},
         "version": cfg.control_plane.k3s_version,
     }
     if cfg.upgrades.agent_drain:

@@ -15,6 +15,7 @@ from render.charts import Chart
 from render.helm import RenderedObject
 from render.manifests import PodTemplate
 from render.naming import REGION_LABEL_KEY, region_label
+from render.pins import pinned, pinned_tag
 from render.pod_security import SYNCER, helm_merge, pss_labels
 from render.slots import active_vclusters
 
@@ -58,7 +59,46 @@ def release_name(vcluster: VClusterName) -> str:
 
 
 def _image_tag(spec: VCluster) -> str:
-    return f"{spec.image.tag}@{spec.image.digest}" if spec.image.digest else spec.image.tag
+    """The syncer's tag with its digest: the stack's own pin, else render/image_digests.yaml.
+
+    The chart composes `<registry>/<repository>:<tag>` and has no digest value (templates/
+    _helper.tpl, `vcluster.image`), so the digest rides in the tag and the tag stays for people.
+    """
+    image = spec.image
+    if image.digest:
+        return f"{image.tag}@{image.digest}"
+    return pinned_tag(f"{image.registry}/{image.repository}:{image.tag}")
+
+
+# The virtual control plane's images as the chart names them by default (values.yaml
+# controlPlane.distro.k8s.apiServer/controllerManager.image at v0.20.0, vendored in
+# render/charts/vcluster-0.20.0.tgz, checked 2026-12-04). Given in full, tag included: the chart
+# swaps in `distro.k8s.version` only while a tag is its default v1.30.2 (templates/
+# _init-containers.tpl), and a tag carrying a digest is never that.
+DISTRO_IMAGES: Final[Mapping[str, tuple[str, str]]] = {
+    "apiServer": ("registry.k8s.io", "kube-apiserver"),
+    "controllerManager": ("registry.k8s.io", "kube-controller-manager"),
+}
+# The CoreDNS image the syncer deploys inside a vCluster of Kubernetes 1.30: its version map has
+# no 1.30 entry, so it falls back to DefaultImage (loft-sh/vcluster v0.20.0 pkg/constants/
+# coredns.go CoreDNSVersionMap, pkg/coredns/coredns.go DefaultImage; commit 531ed2d, checked
+# 2026-12-04). Named in the values (controlPlane.coredns.deployment.image, which the chart writes
+# into the CoreDNS manifest as it is) so that it can carry a digest.
+COREDNS_IMAGE: Final = "coredns/coredns:1.11.3"
+
+
+def distro_images(version: str) -> dict[str, Any]:
+    """apiServer and controllerManager `image` values at `version`, with digests where pinned."""
+    return {
+        part: {
+            "image": {
+                "registry": registry,
+                "repository": repository,
+                "tag": pinned_tag(f"{registry}/{repository}:{version}"),
+            }
+        }
+        for part, (registry, repository) in DISTRO_IMAGES.items()
+    }
 
 
 KUBERNETES_DATA: Final = Path(__file__).with_name("vcluster_kubernetes.yaml")
@@ -154,7 +194,11 @@ def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
     security: dict[str, Any] = {"podSecurityContext": pod_ctx}
     if syncer_ctx is not None:
         security["containerSecurityContext"] = syncer_ctx
-    distro: dict[str, Any] = {"enabled": True, "version": kubernetes_version()}
+    distro: dict[str, Any] = {
+        "enabled": True,
+        "version": kubernetes_version(),
+        **distro_images(kubernetes_version()),
+    }
     if distro_ctx:
         distro["securityContext"] = distro_ctx
     # Exactly the label k3s puts on the nodes (naming.region_label); anything else leaves every
@@ -188,6 +232,7 @@ def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
                 "security": security,
             },
             "service": {"spec": {"type": "ClusterIP"}},
+            "coredns": {"deployment": {"image": pinned(COREDNS_IMAGE)}},
         },
         # The host's service range, given rather than detected: vCluster 0.20 finds it by
         # parsing an API server error that Kubernetes 1.33+ no longer words that way, then falls
@@ -284,7 +329,7 @@ def coredns_objects(
     variables = {
         "RUN_AS_USER": str(_effective_id(syncer_ctx, pod_ctx, "runAsUser")),
         "RUN_AS_GROUP": str(_effective_id(syncer_ctx, pod_ctx, "runAsGroup")),
-        "IMAGE": "coredns/coredns",
+        "IMAGE": COREDNS_IMAGE,
     }
     found: list[tuple[RenderedObject, Mapping[str, Any]]] = []
     for obj in objects:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import runpy
 from collections.abc import Mapping
 from pathlib import Path
@@ -1020,6 +1021,44 @@ def test_the_committed_stacks_get_image_advice_without_being_refused() -> None:
     advice = resource_violations(run, advisory=True)
     assert set(advice) == {"image-pinned-by-digest"}
     assert any("loft-sh/vcluster-oss" in message for message in advice["image-pinned-by-digest"])
+
+
+def test_the_digest_advice_names_exactly_the_images_the_plan_warns_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One data file (render/image_digests.yaml) decides both: what the plan lists as unpinned is
+    # what the pack advises about, and once every entry is filled neither says anything.
+    from checks.preflight import parse
+    from checks.rendered import release_images, render_releases
+    from render import pins
+    from tools.mockrun import stack_config
+
+    def unpinned() -> list[str]:
+        cfg = parse(stack_config("primary"), "primary")
+        return sorted(
+            {
+                image
+                for release in render_releases(cfg)
+                for image in release_images(cfg, release)
+                if pins.DIGEST_MARK not in image
+            }
+        )
+
+    def advised() -> set[str]:
+        run = evaluate("primary")
+        messages = resource_violations(run, advisory=True).get("image-pinned-by-digest", [])
+        named = [re.search(r"names image '([^']+)'", message) for message in messages]
+        return {m.group(1).split("@")[0].rsplit(":", 1)[0] for m in named if m}
+
+    refs = unpinned()
+    assert len(refs) == 12
+    assert advised() == {ref.rsplit(":", 1)[0] for ref in refs}
+    entry = {"source": "https://registry.test/", "checked": "2026-12-04"}
+    table = {ref: {**entry, "digest": f"sha256:{'c' * 64}"} for ref in refs}
+    (tmp_path / "image_digests.yaml").write_text(json.dumps({"images": table}))
+    monkeypatch.setattr(pins, "IMAGE_DIGESTS_FILE", tmp_path / "image_digests.yaml")
+    assert unpinned() == []
+    assert advised() == set()
 
 
 # --- the pack runs on up and preview (issue 16 §6) ---------------------------------------------

@@ -44,7 +44,13 @@ def test_the_plan_lists_each_release_with_objects_by_kind_and_images() -> None:
     assert (suc["slot"], suc["version"], suc["namespace"]) == (3, "v0.20.1", "system-upgrade")
     assert suc["kinds"]["CustomResourceDefinition"] == 1
     assert suc["kinds"]["Deployment"] == 1
-    assert suc["images"] == ["rancher/system-upgrade-controller:v0.20.1"]
+    # The controller, and the images its jobs pull (cordon/drain from its ConfigMap, the
+    # upgrade from the Plans at the stack's k3s version).
+    assert suc["images"] == [
+        "rancher/k3s-upgrade:v1.35.6-k3s1",
+        "rancher/kubectl:v1.30.3",
+        "rancher/system-upgrade-controller:v0.20.1",
+    ]
     rtz = releases["rtz-vcluster"]
     assert (rtz["slot"], rtz["chart"], rtz["version"], rtz["namespace"]) == (
         59,
@@ -105,7 +111,7 @@ def test_a_version_bump_shows_every_image_that_moves() -> None:
     assert lines[0] == "- release `cert-manager` (cert-manager v1.21.1 -> cert-manager v1.22.0):"
     assert "  - removed `quay.io/jetstack/cert-manager-webhook:v1.21.1`" in lines
     assert "  - added `quay.io/jetstack/cert-manager-webhook:v1.22.0`" in lines
-    assert len(lines) == 1 + 2 * 4
+    assert len(lines) == 1 + 2 * 5  # controller, webhook, cainjector, startupapicheck, solver
     comment = diff_plans(old, new)
     assert "#### Images" in comment
     assert "No changes." not in comment

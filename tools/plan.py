@@ -201,9 +201,9 @@ def declared_objects(run: Run) -> list[tuple[str, dict[str, Any]]]:
 def _releases(cfg: StackConfig, run: Run) -> tuple[list[dict[str, Any]], list[str]]:
     """Each release rendered by Helm's engine (objects by kind, images) and every problem found
     on the rendered and declared objects."""
-    from checks.rendered import render_releases, rendered_problems
+    from checks.rendered import release_images, render_releases, rendered_problems
     from render.helm import RenderError
-    from render.manifests import images, kinds
+    from render.manifests import kinds
 
     try:
         rendered = render_releases(cfg)
@@ -218,7 +218,7 @@ def _releases(cfg: StackConfig, run: Run) -> tuple[list[dict[str, Any]], list[st
             "version": release.spec.chart.version,
             "objects": len(release.objects),
             "kinds": kinds(release.objects),
-            "images": images(release.objects),
+            "images": release_images(cfg, release),
         }
         for release in rendered
     ]

@@ -27,9 +27,15 @@ from typing import Any, Final, cast
 
 import yaml
 
-from render.pins import INSTALLER, K3S_BINARY, K3S_DOWNLOADS_FILE, K3S_REPO, k3s_installer
+from render.pins import (
+    IMAGE_DIGESTS_FILE,
+    INSTALLER,
+    K3S_BINARY,
+    K3S_DOWNLOADS_FILE,
+    K3S_REPO,
+    k3s_installer,
+)
 
-IMAGE_DIGESTS_FILE: Final = K3S_DOWNLOADS_FILE.with_name("image_digests.yaml")
 # Docker Hub's registry host, for references without one (docker.io/library/...).
 DOCKER_HUB: Final = "registry-1.docker.io"
 # Accept headers so the registry answers with the digest the runtime pulls (an index when the
