@@ -28,6 +28,7 @@ from config.models import StackConfig
 from render.charts import Chart
 from render.metadata_fence import CCM_UID
 from render.naming import NODE_ROLE_LABEL_KEY
+from render.pins import pinned_tag
 
 HCLOUD_NAMESPACE: Final = "kube-system"
 # The Secret and keys both Hetzner charts read by default (CCM values.yaml `env.HCLOUD_TOKEN`,
@@ -41,6 +42,10 @@ CCM_RELEASE: Final = "hcloud-ccm"
 CCM_CHART: Final = Chart(name="hcloud-cloud-controller-manager", version="1.35.0")
 # The chart names its objects after the chart unless nameOverride is set (_helpers.tpl).
 CCM_NAME: Final = "hcloud-cloud-controller-manager"
+# The controller's image as the chart names it (values.yaml `image.repository`, and `image.tag`
+# "v{{ $.Chart.Version }}", which templates/deployment.yaml passes through `tpl`): given in full
+# so that the tag can carry its digest from render/image_digests.yaml.
+CCM_IMAGE: Final = "docker.io/hetznercloud/hcloud-cloud-controller-manager"
 # What the controller asks the scheduler for: the chart's own default (values.yaml `resources`).
 CCM_REQUESTS: Final = {"requests": {"cpu": "100m", "memory": "50Mi"}}
 
@@ -54,6 +59,10 @@ def ccm_values(cfg: StackConfig) -> dict[str, Any]:
     """Helm values of the hcloud-cloud-controller-manager chart (slot 04)."""
     replicas = 1 if cfg.control_plane.count == 1 else 2
     return {
+        "image": {
+            "repository": CCM_IMAGE,
+            "tag": pinned_tag(f"{CCM_IMAGE}:v{CCM_CHART.version}"),
+        },
         "networking": {"enabled": True, "clusterCIDR": cfg.pod_cidr},
         "replicaCount": replicas,
         "env": {

@@ -281,5 +281,6 @@ def test_every_ccm_image_goes_through_the_mirror_and_is_listed_until_pinned() ->
     assert mirror_problems(mirrored, [ccm]) == []
     # Without a digest the plan warns about it by name (render/pins.py).
     assert unpinned_images({"hcloud-ccm": images}) == [
-        f"image {images[0]} (hcloud-ccm) is not pinned by digest: a tag can be moved to other bytes"
+        f"image {images[0]} (hcloud-ccm) is not pinned by digest: a tag can be moved to other "
+        f"bytes; fill render/image_digests.yaml: `python -m tools.resolve_pins image {images[0]}`"
     ]
