@@ -38,7 +38,7 @@ from render.manifests import (
     registry_of,
 )
 from render.naming import worker_node_labels
-from render.pins import UPSTREAM_DIR, verified, verified_bytes
+from render.pins import IMAGE_DIGESTS_FILE, UPSTREAM_DIR, digest_of, verified, verified_bytes
 from render.pod_security import evaluate, refusal_message
 from render.releases import SYSTEM_UPGRADE, ReleaseSpec, all_releases, manifest_objects
 from render.system_upgrade import job_images
@@ -135,10 +135,23 @@ def pod_security_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease])
 
 
 def image_problems(cfg: StackConfig, rendered: Sequence[RenderedRelease]) -> list[Problem]:
-    """Every image pinned by tag or digest."""
+    """Every image pinned by tag or digest, and no digest a chart carries (Cilium's) other than
+    the one render/image_digests.yaml records for the same tag."""
     problems: list[Problem] = []
     for release in rendered:
         for use in image_uses(release.objects):
+            name, _, digest = use.image.partition("@")
+            recorded = digest_of(name) if digest else None
+            if recorded is not None and recorded != digest:
+                problems.append(
+                    Problem(
+                        _where(release, use.owner, use.path),
+                        repr(use.image),
+                        f"the digest render/{IMAGE_DIGESTS_FILE.name} records for {name} "
+                        f"({recorded}): the chart and the data disagree about what that tag is; "
+                        "re-resolve it (python -m tools.resolve_pins image) and check the chart",
+                    )
+                )
             if not is_pinned(use.image):
                 problems.append(
                     Problem(

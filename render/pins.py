@@ -322,12 +322,18 @@ def load_image_digests(path: Path) -> dict[str, ImageDigest]:
 
 
 @functools.lru_cache(maxsize=4)
-def _image_digests(path: Path) -> dict[str, ImageDigest]:
+def _image_digests(path: Path, size: int, mtime_ns: int) -> dict[str, ImageDigest]:
+    # Keyed by size and mtime too: a file rewritten (by resolve_pins) is read again.
+    del size, mtime_ns
     return load_image_digests(path)
 
 
 def image_digests() -> dict[str, ImageDigest]:
-    return _image_digests(IMAGE_DIGESTS_FILE)
+    try:
+        stat = IMAGE_DIGESTS_FILE.stat()
+    except OSError:
+        return load_image_digests(IMAGE_DIGESTS_FILE)  # the error names the file
+    return _image_digests(IMAGE_DIGESTS_FILE, stat.st_size, stat.st_mtime_ns)
 
 
 def digest_of(ref: str) -> str | None:

@@ -324,3 +324,45 @@ def test_naming_the_images_in_the_values_renders_the_charts_own_defaults(release
         return [i for i in checks.release_images(cfg, release) if not i.startswith("coredns/")]
 
     assert named(defaults) == named(ours)
+
+
+def _keys(value: Any) -> set[str]:
+    if isinstance(value, dict):
+        return {str(k) for k in value} | {k for v in value.values() for k in _keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in _keys(v)}
+    return set()
+
+
+@pytest.mark.parametrize("version", ["1.18.12", "1.19.6"])
+def test_cilium_keeps_the_digests_its_chart_carries(version: str) -> None:
+    # Cilium's values carry a digest beside every default image (`useDigest: true`); the program
+    # never turns that off and never overrides an image, so its pins reach the nodes as they are.
+    from render.cilium import cilium_values
+
+    cfg = cfg_of("primary")
+    cfg = cfg.model_copy(update={"cilium": cfg.cilium.model_copy(update={"version": version})})
+    assert not _keys(cilium_values(cfg)) & {"useDigest", "digest", "image", "override"}
+    (cilium,) = [r for r in checks.render_releases(cfg) if r.spec.name == "cilium"]
+    images = checks.release_images(cfg, cilium)
+    assert images
+    assert all(re.fullmatch(r"quay\.io/cilium/[^@]+:[^@/]+@sha256:[0-9a-f]{64}", i) for i in images)
+
+
+def test_a_chart_digest_that_the_data_contradicts_is_a_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = cfg_of("primary")
+    (cilium,) = [r for r in checks.render_releases(cfg) if r.spec.name == "cilium"]
+    agent = next(i for i in checks.release_images(cfg, cilium) if "/cilium:" in i)
+    ref, _, chart_digest = agent.partition("@")
+    data = tmp_path / "image_digests.yaml"
+    monkeypatch.setattr(pins, "IMAGE_DIGESTS_FILE", write_digests(data, [ref]))
+    problems = checks.image_problems(cfg, [cilium])
+    assert problems
+    assert {p.value for p in problems} == {repr(agent)}
+    assert f"records for {ref} ({fake_digest(ref)})" in problems[0].allowed
+    # The same digest as the chart's agrees: nothing to say.
+    table = {ref: {"digest": chart_digest, "source": "https://registry.test/", "checked": "x"}}
+    data.write_text(yaml.safe_dump({"images": table}))
+    assert checks.image_problems(cfg, [cilium]) == []
