@@ -12,6 +12,7 @@ from checks.preflight import parse as parse_config
 from config.errors import SovereignConfigError
 from config.models import StackConfig
 from render import apiserver, cloudinit, wait_for_api
+from tests.helpers import FakeClock, wait_env
 from tools.mockrun import stack_config
 
 TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
@@ -32,31 +33,6 @@ def _files(c: StackConfig, node: int) -> dict[str, dict[str, Any]]:
 
 def k3s(c: StackConfig, node: int) -> dict[str, Any]:
     return yaml.safe_load(_files(c, node)[cloudinit.K3S_CONFIG_PATH]["content"])
-
-
-def _env(**over: str) -> dict[str, str]:
-    env = {
-        "SOVEREIGN_API": "https://127.0.0.1:9",
-        "SOVEREIGN_CA": "",
-        "SOVEREIGN_CERT": "",
-        "SOVEREIGN_KEY": "",
-        "SOVEREIGN_NODES": "omantel-hel1-2-cp-1,omantel-hel1-2-cp-2",
-        "SOVEREIGN_NODE_IPS": "198.51.100.1,198.51.100.2",
-        "SOVEREIGN_TIMEOUT": "12",
-    }
-    env.update(over)
-    return env
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_the_first_server_binds_the_deployers_group_to_cluster_admin() -> None:
@@ -100,7 +76,7 @@ def test_the_wait_rides_out_the_binding_appearing_after_the_api(
         return (403, b"") if clock.now < 30 else (200, b"{}")
 
     monkeypatch.setattr(wait_for_api, "_get", answer)
-    env = _env(SOVEREIGN_NODES_MUST_BE="registered", SOVEREIGN_TIMEOUT="120")
+    env = wait_env(SOVEREIGN_NODES_MUST_BE="registered", SOVEREIGN_TIMEOUT="120")
     assert wait_for_api.wait(env, clock) == 0
     assert "omantel-hel1-2-cp-2 joined" in capsys.readouterr().err
 
@@ -112,7 +88,7 @@ def test_a_binding_that_never_appears_is_named_with_how_to_look(
     monkeypatch.setattr(
         wait_for_api, "_get", lambda url, ctx: (200, b"") if url.endswith("z") else (403, b"")
     )
-    assert wait_for_api.wait(_env(SOVEREIGN_NODES_MUST_BE="registered"), FakeClock()) == 1
+    assert wait_for_api.wait(wait_env(SOVEREIGN_NODES_MUST_BE="registered"), FakeClock()) == 1
     err = capsys.readouterr().err
     assert "HTTP 403" in err
     assert f"ClusterRoleBinding {apiserver.DEPLOYER_BINDING}" in err

@@ -652,3 +652,18 @@ def test_the_preview_environment_needs_reviewers_who_are_not_the_author() -> Non
 def test_a_missing_environment_is_named_with_its_workflow() -> None:
     (problem,) = check(github(missing=["secondary"]))
     assert problem == "environment 'secondary' does not exist (used by up-stack.yml)"
+
+
+# How pytest is told to skip or expect a failure, in any of its spellings.
+SKIP = re.compile(r"\b(skip|skipif|xfail|importorskip)\s*\(|mark\.(skip|skipif|xfail)\b")
+
+
+def test_no_test_is_skipped_or_expected_to_fail() -> None:
+    # A skip turns a red check green; a missing tool fails instead (tests/helpers.py).
+    found = [
+        f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if SKIP.search(line) and "SKIP = re.compile" not in line
+    ]
+    assert found == []

@@ -15,6 +15,7 @@ from checks.preflight import parse as parse_config
 from config.models import StackConfig
 from render import cloudinit
 from render.cilium import cilium_values
+from tests.helpers import system_tool
 from tools.mockrun import evaluate, stack_config
 
 TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
@@ -187,21 +188,15 @@ def test_user_data_over_the_cap_is_refused_at_preview_with_its_size() -> None:
     assert " bytes: at most" in message
 
 
-CLOUD_INIT = shutil.which("cloud-init")
-
-
 def test_user_data_passes_cloud_inits_own_schema(tmp_path: Path) -> None:
-    if CLOUD_INIT is None:
-        if os.environ.get("CI"):
-            pytest.fail("cloud-init is not installed; .ci/run installs Debian's cloud-init")
-        pytest.skip("cloud-init not installed here (CI installs it and runs this)")
+    cloud_init = system_tool("cloud-init")
     for stack in ("primary", "secondary"):
         c = cfg(stack, registryMirror={"enabled": True})
         for node in range(c.control_plane.count):
             path = tmp_path / f"{stack}-{node}.yaml"
             path.write_text(cloudinit.render_user_data(c, node, PUBLIC_IP, TOKEN))
             result = subprocess.run(
-                [CLOUD_INIT, "schema", "--config-file", str(path)],
+                [cloud_init, "schema", "--config-file", str(path)],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -342,20 +337,14 @@ def test_the_address_script_exits_at_once_when_the_address_is_up(tmp_path: Path)
     assert result.stderr == ""
 
 
-SHELLCHECK = shutil.which("shellcheck")
-
-
 def test_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
-    if SHELLCHECK is None:
-        if os.environ.get("CI"):
-            pytest.fail("shellcheck is not installed; .ci/run installs Debian's shellcheck")
-        pytest.skip("shellcheck not installed here (CI installs it and runs this)")
+    shellcheck = system_tool("shellcheck")
     c = cfg("secondary")
     for path in (cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH, cloudinit.INSTALL_SCRIPT_PATH):
         script = tmp_path / Path(path).name
         script.write_text(written(c, 1, path)["content"])
         result = subprocess.run(
-            [SHELLCHECK, "--severity=style", str(script)],
+            [shellcheck, "--severity=style", str(script)],
             capture_output=True,
             text=True,
             check=False,
@@ -480,15 +469,12 @@ def test_agent_taints_are_k3s_node_taints() -> None:
 
 
 def test_agent_user_data_passes_cloud_inits_schema_and_shellcheck(tmp_path: Path) -> None:
-    if CLOUD_INIT is None or SHELLCHECK is None:
-        if os.environ.get("CI"):
-            pytest.fail("cloud-init and shellcheck are installed by .ci/run")
-        pytest.skip("cloud-init or shellcheck not installed here (CI installs both)")
+    cloud_init, shellcheck = system_tool("cloud-init"), system_tool("shellcheck")
     c = cfg("secondary", registryMirror={"enabled": True})
     path = tmp_path / "agent.yaml"
     path.write_text(cloudinit.render_agent_user_data(c, "general", TOKEN))
     result = subprocess.run(
-        [CLOUD_INIT, "schema", "--config-file", str(path)],
+        [cloud_init, "schema", "--config-file", str(path)],
         capture_output=True,
         text=True,
         check=False,
@@ -499,7 +485,7 @@ def test_agent_user_data_passes_cloud_inits_schema_and_shellcheck(tmp_path: Path
         script = tmp_path / Path(name).name
         script.write_text(files[name]["content"])
         result = subprocess.run(
-            [SHELLCHECK, "--severity=style", str(script)],
+            [shellcheck, "--severity=style", str(script)],
             capture_output=True,
             text=True,
             check=False,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import tempfile
 import time
@@ -20,6 +19,7 @@ from render import wait_for_api
 from render.cloudinit import ETCD_S3_SECRET_NAME, K3S_CONFIG_PATH, K3S_TLS_DIR, restore_script
 from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 from render.system_upgrade import controller_objects, release, skew_refusal
+from tests.helpers import FakeClock, system_tool, wait_env
 from tools.mockrun import Run, SecretValue, evaluate, stack_config
 from tools.plan_diff import effect_of
 
@@ -307,31 +307,6 @@ def test_every_slot_after_cilium_waits_for_every_node_to_be_ready(secondary: Run
         assert ready.urn in secondary.one(RELEASE, name).dependencies
 
 
-def _env(**over: str) -> dict[str, str]:
-    env = {
-        "SOVEREIGN_API": "https://127.0.0.1:9",
-        "SOVEREIGN_CA": "",
-        "SOVEREIGN_CERT": "",
-        "SOVEREIGN_KEY": "",
-        "SOVEREIGN_NODES": "omantel-hel1-2-cp-1,omantel-hel1-2-cp-2",
-        "SOVEREIGN_NODE_IPS": "198.51.100.1,198.51.100.2",
-        "SOVEREIGN_TIMEOUT": "12",
-    }
-    env.update(over)
-    return env
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_wait_is_bounded_and_says_what_it_waited_for(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -341,7 +316,7 @@ def test_the_wait_is_bounded_and_says_what_it_waited_for(
         raise OSError("connection refused")
 
     monkeypatch.setattr(wait_for_api, "_get", refused)
-    assert wait_for_api.wait(_env(), FakeClock()) == 1
+    assert wait_for_api.wait(wait_env(), FakeClock()) == 1
     err = capsys.readouterr().err
     assert "waited 12s for the Kubernetes API at https://127.0.0.1:9/readyz" in err
     assert "connection refused" in err
@@ -359,7 +334,7 @@ def test_the_wait_names_the_server_that_never_joined(
         return 404, b""
 
     monkeypatch.setattr(wait_for_api, "_get", answer)
-    assert wait_for_api.wait(_env(), FakeClock()) == 1
+    assert wait_for_api.wait(wait_env(), FakeClock()) == 1
     err = capsys.readouterr().err
     assert "omantel-hel1-2-cp-1 is Ready" in err
     assert "server omantel-hel1-2-cp-2 (198.51.100.2) to be Ready (Cilium is installed)" in err
@@ -378,10 +353,10 @@ def test_before_cilium_a_node_needs_only_to_join(
         b'NetworkReady=false reason:NetworkPluginNotReady"}]}}'
     )
     monkeypatch.setattr(wait_for_api, "_get", lambda url, context: (200, not_ready))
-    assert wait_for_api.wait(_env(SOVEREIGN_NODES_MUST_BE="registered"), FakeClock()) == 0
+    assert wait_for_api.wait(wait_env(SOVEREIGN_NODES_MUST_BE="registered"), FakeClock()) == 0
     assert "omantel-hel1-2-cp-2 joined" in capsys.readouterr().err
     # The same nodes do not pass the Ready wait.
-    assert wait_for_api.wait(_env(SOVEREIGN_NODES_MUST_BE="Ready"), FakeClock()) == 1
+    assert wait_for_api.wait(wait_env(SOVEREIGN_NODES_MUST_BE="Ready"), FakeClock()) == 1
     assert "to be Ready (Cilium is installed): it is not Ready" in capsys.readouterr().err
 
 
@@ -398,7 +373,7 @@ def test_after_a_restore_the_wait_refuses_an_empty_cluster(
         return (404, b"") if url.endswith(RESTORED_OBJECT) else (200, b"{}")
 
     monkeypatch.setattr(wait_for_api, "_get", empty)
-    env = _env(SOVEREIGN_NODES_MUST_BE="registered", SOVEREIGN_MUST_EXIST=RESTORED_OBJECT)
+    env = wait_env(SOVEREIGN_NODES_MUST_BE="registered", SOVEREIGN_MUST_EXIST=RESTORED_OBJECT)
     assert wait_for_api.wait(env, FakeClock()) == 1
     err = capsys.readouterr().err
     assert "the restore brought nothing back" in err
@@ -432,7 +407,7 @@ def test_the_wait_really_times_out_against_a_closed_port() -> None:
     # up at its bound (the clock is simulated so the test does not sleep through it).
     started = time.monotonic()
     ca, cert, key = _self_signed()
-    env = _env(SOVEREIGN_TIMEOUT="30", SOVEREIGN_CA=ca, SOVEREIGN_CERT=cert, SOVEREIGN_KEY=key)
+    env = wait_env(SOVEREIGN_TIMEOUT="30", SOVEREIGN_CA=ca, SOVEREIGN_CERT=cert, SOVEREIGN_KEY=key)
     assert wait_for_api.wait(env, FakeClock()) == 1
     assert time.monotonic() - started < 20
 
@@ -721,7 +696,7 @@ def test_node_removal_deletes_then_waits_until_the_node_is_gone(
 
     monkeypatch.setattr(wait_for_api, "_delete", delete)
     monkeypatch.setattr(wait_for_api, "_get", get)
-    env = _env(SOVEREIGN_REMOVE_NODE="omantel-hel1-2-cp-2", SOVEREIGN_TIMEOUT="60")
+    env = wait_env(SOVEREIGN_REMOVE_NODE="omantel-hel1-2-cp-2", SOVEREIGN_TIMEOUT="60")
     assert wait_for_api.remove(env, FakeClock()) == 0
     node = "https://127.0.0.1:9/api/v1/nodes/omantel-hel1-2-cp-2"
     assert calls == [f"DELETE {node}", f"GET {node}", f"GET {node}", f"GET {node}"]
@@ -794,10 +769,10 @@ def run_restore_script(tmp_path: Path, fail: str | None) -> tuple[int, str, list
         )
     )
     script.chmod(0o700)
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is not None:
-        lint = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True)
-        assert lint.returncode == 0, lint.stdout
+    lint = subprocess.run(
+        [system_tool("shellcheck"), "--severity=style", str(script)], capture_output=True
+    )
+    assert lint.returncode == 0, lint.stdout
     stubs, log = tmp_path / "bin", tmp_path / "calls"
     stubs.mkdir()
     for name in ("sovereign-k3s-install", "k3s", "systemctl"):

@@ -3,9 +3,7 @@ service; only the host's services and the CCM can."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import yaml
 from checks.preflight import parse as parse_config
 from config.models import StackConfig
 from render import cloudinit, metadata_fence
+from tests.helpers import system_tool
 from tools.mockrun import stack_config
 
 TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
@@ -107,21 +106,15 @@ def test_every_server_loads_the_fence_before_k3s_at_every_boot() -> None:
             assert doc["runcmd"].index(enable) == len(doc["runcmd"]) - 2
 
 
-NFT = shutil.which("nft")
-
-
 def test_the_rendered_ruleset_passes_nft_check(tmp_path: Path) -> None:
-    if NFT is None:
-        if os.environ.get("CI"):
-            pytest.fail("nft is not installed; .ci/run installs Debian's nftables")
-        pytest.skip("nftables not installed here (CI installs it and runs this)")
+    nft = system_tool("nft")
     path = tmp_path / "fence.nft"
     path.write_text(metadata_fence.fence_rules())
     # nft resolves a cgroupv2 path when it parses the rule; a private mount namespace gives it
     # the cgroup v2 root a server has (system.slice exists from systemd's start).
     script = (
         "mount -t tmpfs none /sys/fs/cgroup && mkdir /sys/fs/cgroup/system.slice && "
-        f"{NFT} -c -f {path}"
+        f"{nft} -c -f {path}"
     )
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, check=False
