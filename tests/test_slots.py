@@ -7,12 +7,14 @@ import re
 import pytest
 
 from render.slots import EVERY_REGION, SLOTS, Slot, active_slots, declaration_order
-from tools.mockrun import Run, evaluate
+from tools.mockrun import Registration, Run, evaluate
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 # Slot 03 applies the system-upgrade-controller release's manifests, not a Helm chart.
 CONFIG_FILE = "kubernetes:yaml/v2:ConfigFile"
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
+# What a slot applies to the cluster: the resources whose waits are the slot's edges.
+APPLIERS = (RELEASE, CONFIG_FILE, CONFIG_GROUP)
 SLOT_NAME = re.compile(r"^slot-(\d{2})-")
 
 
@@ -25,14 +27,25 @@ def slot_of(run: Run, urn: str) -> int | None:
     return None
 
 
+def appliers(run: Run) -> list[Registration]:
+    found = [r for r in run.registrations if r.type in APPLIERS]
+    # Each kind is present (slot 03 is a ConfigFile and a ConfigGroup): a type renamed or
+    # dropped would silently shrink every graph below.
+    assert {r.type for r in found} == set(APPLIERS)
+    return found
+
+
 def registered_graph(run: Run) -> dict[int, set[int]]:
     """slot -> slots its Helm release (or manifests) explicitly wait for, from the engine."""
     graph: dict[int, set[int]] = {}
-    for release in run.of_type(RELEASE) + run.of_type(CONFIG_FILE):
-        own = slot_of(run, release.urn)
-        assert own is not None, release.name
-        waits = {slot_of(run, dep) for dep in release.dependencies}
-        graph.setdefault(own, set()).update(s for s in waits if s is not None and s != own)
+    for applier in appliers(run):
+        own = slot_of(run, applier.urn)
+        assert own is not None, applier.name
+        waits = {slot_of(run, dep) for dep in applier.dependencies} - {None, own}
+        # Each applier carries its slot's waits itself (explicit in state): one that waited
+        # only through a sibling of its slot would be hidden by a union of the slot's edges.
+        slot = graph.setdefault(own, waits)
+        assert waits == slot, f"{applier.name} waits for slots {waits}, its slot for {slot}"
     return graph
 
 
@@ -208,7 +221,7 @@ def test_each_slots_releases_wait_for_every_resource_of_the_slots_before(
     run: Run = request.getfixturevalue(stack)
     table = table_graph(run)
     gated = 0
-    for release in run.of_type(RELEASE) + run.of_type(CONFIG_FILE) + run.of_type(CONFIG_GROUP):
+    for release in appliers(run):
         own = slot_of(run, release.urn)
         assert own is not None, release.name
         waits = waits_for(run, release.urn)
