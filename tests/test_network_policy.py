@@ -1,4 +1,10 @@
-"""Who may talk to whom: allow/deny tables evaluated on the policy objects the program declares."""
+"""Who may talk to whom: allow/deny tables evaluated on the policy objects the program declares.
+
+The tables run `checks.network_policy` (the evaluator the preflight also uses) on the very
+NetworkPolicy, CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy objects the program
+registers, plus any the charts render (issue 16 §5); no verdict is written by hand. Each
+policy object decides at least one row, so none of them goes unexamined.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ from typing import Any
 import pytest
 
 from checks.network_policy import (
+    KINDS,
     Endpoint,
     UnsupportedPolicyError,
     allowed,
@@ -14,7 +21,9 @@ from checks.network_policy import (
     load,
     pod,
 )
-from tools.mockrun import Run, evaluate
+from checks.preflight import parse as parse_config
+from checks.rendered import render_releases
+from tools.mockrun import Run, evaluate, stack_config
 from tools.plan import declared_objects
 
 DMZ = pod("dmz-web", "dmz", app="web")
@@ -23,6 +32,8 @@ MGMT = pod("mgmt-app", "mgmt", app="console")
 RTZ = pod("rtz-app", "rtz", app="api")
 KUBE_DNS = pod("kube-dns", "kube-system", **{"k8s-app": "kube-dns"})
 METRICS = pod("metrics-server", "kube-system", **{"k8s-app": "metrics-server"})
+CERT_MANAGER = pod("cert-manager-webhook", "cert-manager", app="webhook")
+UPGRADER = pod("system-upgrade-controller", "system-upgrade", app="system-upgrade-controller")
 API = entity("kube-apiserver")
 GATEWAY = entity("ingress")
 WORLD = entity("world", "203.0.113.50")
@@ -31,13 +42,19 @@ METADATA = entity("metadata", "169.254.169.254")
 Row = tuple[Endpoint, Endpoint, int, str, bool]
 
 
-def policies(run: Run) -> list[Any]:
+def policy_docs(run: Run) -> list[dict[str, Any]]:
+    """Every policy object the cluster would hold: registered by the program or in a chart."""
     assert run.error is None, run.error
-    return load(doc for _, doc in declared_objects(run))
+    cfg = parse_config(stack_config(run.stack), run.stack)
+    rendered = [dict(o.doc) for r in render_releases(cfg) for o in r.objects]
+    docs = [doc for _, doc in declared_objects(run)] + rendered
+    found = [doc for doc in docs if doc.get("kind") in KINDS]
+    assert found, "no policy objects: every table below would judge an open cluster"
+    return found
 
 
-def failures(run: Run, table: list[Row]) -> list[str]:
-    loaded = policies(run)
+def failures(run: Run, table: list[Row], docs: list[dict[str, Any]] | None = None) -> list[str]:
+    loaded = load(policy_docs(run) if docs is None else docs)
     return [
         f"{src.name} -> {dst.name}:{port}/{proto}: expected {'allow' if want else 'deny'}"
         for src, dst, port, proto, want in table
@@ -45,7 +62,24 @@ def failures(run: Run, table: list[Row]) -> list[str]:
     ]
 
 
+# The platform's own namespaces admit only the ports their pods serve (render/system_pods.py),
+# from pods whose egress is open (kube-system) and from the API server.
+SYSTEM: list[Row] = [
+    (API, CERT_MANAGER, 10250, "TCP", True),  # the webhook the API server calls
+    (METRICS, CERT_MANAGER, 9402, "TCP", True),  # metrics
+    (METRICS, CERT_MANAGER, 8080, "TCP", False),
+    (API, UPGRADER, 443, "TCP", False),
+    (METRICS, UPGRADER, 8080, "TCP", False),
+    # The metadata service is denied to every pod, even where egress is otherwise open.
+    (METRICS, METADATA, 80, "TCP", False),
+    (CERT_MANAGER, METADATA, 80, "TCP", False),
+    (METRICS, WORLD, 443, "TCP", True),
+    # A zone admits the other zones and kube-system, not every namespace of the cluster.
+    (CERT_MANAGER, DMZ, 8080, "TCP", False),
+]
+
 PRIMARY: list[Row] = [
+    *SYSTEM,
     # DMZ -> MGMT only on the ports the program names (HTTPS, and 8443 for non-root pods).
     (DMZ, MGMT, 443, "TCP", True),
     (DMZ, MGMT, 8443, "TCP", True),
@@ -82,11 +116,14 @@ PRIMARY: list[Row] = [
 ]
 
 SECONDARY: list[Row] = [
+    *SYSTEM,
     (DMZ, RTZ, 8080, "TCP", True),
     (RTZ, DMZ, 8080, "TCP", True),
     (RTZ, KUBE_DNS, 53, "UDP", True),
     (RTZ, API, 6443, "TCP", True),
     (RTZ, WORLD, 443, "TCP", False),
+    (DMZ, WORLD, 443, "TCP", False),
+    (DMZ, METRICS, 443, "TCP", False),
     (RTZ, METADATA, 80, "TCP", False),
     (WORLD, RTZ, 443, "TCP", False),
     (WORLD, DMZ, 443, "TCP", True),
@@ -110,6 +147,20 @@ def test_primary_allow_deny_table(primary: Run) -> None:
 
 def test_secondary_allow_deny_table(secondary: Run) -> None:
     assert failures(secondary, SECONDARY) == []
+
+
+@pytest.mark.parametrize(("stack", "table"), [("primary", PRIMARY), ("secondary", SECONDARY)])
+def test_every_policy_object_decides_a_row_of_the_table(
+    stack: str, table: list[Row], request: pytest.FixtureRequest
+) -> None:
+    run: Run = request.getfixturevalue(stack)
+    docs = policy_docs(run)
+    kinds = {doc["kind"] for doc in docs}
+    assert kinds == set(KINDS), kinds
+    for doc in docs:
+        without = [other for other in docs if other is not doc]
+        name = f"{doc['kind']} {doc['metadata'].get('namespace', '')}/{doc['metadata']['name']}"
+        assert failures(run, table, without), f"no row of the table depends on {name}"
 
 
 def test_gateway_reaches_the_dmz_through_a_cilium_policy_for_its_identity() -> None:
