@@ -890,7 +890,12 @@ def node_boot(
     # The install script runs last on a normal boot: its exit status is runcmd's, so a boot that
     # could not bring up the private address or install k3s ends in cloud-init status "error".
     runcmd: list[list[str]] = [*FIRST_RUNCMD, [INSTALL_SCRIPT_PATH]]
-    # nft for the fence; cloud-init installs packages before it runs runcmd.
+    # nft for the fence. cloud-init's package module runs once per instance, not at every boot:
+    # cc_package_update_upgrade_install has frequency PER_INSTANCE and `packages` alone does one
+    # package-index update then the install (canonical/cloud-init@174ee22e, cloudinit/config/
+    # cc_package_update_upgrade_install.py; Debian's cloud-init 22.4.2 the same; checked
+    # 2026-12-04). It runs in the final stage before scripts-user, i.e. before runcmd (Debian's
+    # /etc/cloud/cloud.cfg). A reboot finds nft installed; no package_upgrade is ever set.
     return {"packages": ["nftables"], "write_files": files, "runcmd": runcmd}
 
 
