@@ -14,7 +14,7 @@ from checks.hetzner import api_public_notice, cloud_controller_problems
 from checks.preflight import preflight
 from checks.tenants import vcluster_mode_problems
 from checks.upgrades import first_cilium_line, running_of, step_problems
-from checks.workers import removal_warnings
+from checks.workers import autoscaling_notices, autoscaling_warnings, removal_warnings
 from components import cluster_objects
 from components.backups import EtcdBackups, EtcdBackupsArgs
 from components.cilium import Cilium
@@ -131,6 +131,11 @@ control_plane = ControlPlane(
 # a worker this update deletes, so every preview says which ones it deletes.
 for warning in removal_warnings(cfg, live_workers(cfg, worker_labels)):
     pulumi.log.warn(warning)
+# An autoscaled pool's servers are the autoscaler's, never this program's: said on every preview.
+for notice in autoscaling_notices(cfg):
+    pulumi.log.info(f"stack {pulumi.get_stack()}: {notice}")
+for warning in autoscaling_warnings(cfg):
+    pulumi.log.warn(f"stack {pulumi.get_stack()}: {warning}")
 workers = {
     pool: WorkerPool(
         f"{name}-pool-{pool}",
@@ -216,6 +221,7 @@ slots = build_slots(
     # A new region needs no upgradeCompatibility: it starts on the line it installs.
     cilium_first=cilium_first if live else None,
     hcloud_secret=hcloud_secret.secret,
+    workers=workers,
 )
 # Written only after the Cilium release (and the deployer binding) succeeded: what the next
 # preview reads as running.

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from config.errors import Problem
 from config.models import StackConfig
 from config.server_types import CATALOGUE, Catalogue
 from config.workers import SPREAD_GROUP_MAX, Taint
+from render import autoscaler
 from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_agent_user_data
 from render.naming import worker_name
+
+# Kubernetes refuses a Secret over 1 MiB (kubernetes.io/docs/concepts/configuration/secret,
+# "Restrictions": "Individual Secrets are limited to 1MiB in size"; checked 2026-12-04). The
+# autoscaler's cluster config holds every autoscaled pool's cloud-init in one Secret.
+SECRET_CAP: Final = 1024 * 1024
 
 
 def worker_problems(cfg: StackConfig, catalogue: Catalogue = CATALOGUE) -> list[Problem]:
@@ -24,13 +30,15 @@ def worker_problems(cfg: StackConfig, catalogue: Catalogue = CATALOGUE) -> list[
         if spec.placement_group and spec.most_servers > SPREAD_GROUP_MAX:
             problems.append(
                 Problem(
-                    f"{key}.count",
+                    f"{key}.autoscaling.max" if spec.autoscaling else f"{key}.count",
                     str(spec.most_servers),
                     f"at most {SPREAD_GROUP_MAX} servers in the pool's spread placement group "
-                    "(Hetzner's limit); split the pool, or set placementGroup: false to give up "
+                    "(Hetzner's limit; cluster-autoscaler's Hetzner provider refuses to start "
+                    "beyond it too); split the pool, or set placementGroup: false to give up "
                     "the one-server-per-host guarantee",
                 )
             )
+    problems += autoscaling_problems(cfg)
     problems += _ingress_pool_problems(cfg)
     problems += _subnet_problems(cfg)
     problems += _size_problems(cfg)
@@ -109,7 +117,17 @@ def _ingress_pool_problems(cfg: StackConfig) -> list[Problem]:
                 "control-plane servers",
             )
         ]
-    if spec.count == 0:
+    if spec.autoscaling is not None and spec.autoscaling.min == 0:
+        return [
+            Problem(
+                "sovereign:loadBalancer.pool",
+                repr(pool),
+                f"a pool that always has servers: {pool} is autoscaled with autoscaling.min 0, "
+                "so the load balancer could be left without a target and the Gateway without a "
+                f"listener; set sovereign:workers.{pool}.autoscaling.min to 1 or more",
+            )
+        ]
+    if spec.autoscaling is None and spec.static_count == 0:
         return [
             Problem(
                 "sovereign:loadBalancer.pool",
@@ -119,6 +137,40 @@ def _ingress_pool_problems(cfg: StackConfig) -> list[Problem]:
             )
         ]
     return []
+
+
+def autoscaling_problems(cfg: StackConfig) -> list[Problem]:
+    """What cluster-autoscaler's Hetzner provider needs of an autoscaled pool (slot 06)."""
+    problems: list[Problem] = []
+    pools = autoscaler.autoscaled_pools(cfg)
+    if pools and cfg.cloud_controller != "hetzner":
+        problems.append(
+            Problem(
+                "sovereign:cloudController",
+                repr(cfg.cloud_controller),
+                f"'hetzner' while pools are autoscaled ({', '.join(pools)}): cluster-autoscaler "
+                "finds a node's server by the providerID `hcloud://<id>` the Hetzner CCM sets; "
+                "k3s's own controller sets `k3s://<node>`, which it never matches, so it could "
+                "not remove a single server (render/cluster_autoscaler.yaml); hand the nodes to "
+                "the CCM first (docs/day2.md) or give the pools a count",
+            )
+        )
+    if pools:
+        worst = autoscaler.cluster_config_json(
+            cfg, {pool: _worst_agent_user_data(cfg, pool) for pool in pools}
+        )
+        size = len(worst.encode())
+        if size > SECRET_CAP:
+            problems.append(
+                Problem(
+                    "sovereign:workers (autoscaled pools' cloud-init)",
+                    f"{size} bytes",
+                    f"at most {SECRET_CAP} bytes in all (Kubernetes' Secret size limit; the "
+                    "autoscaler reads every autoscaled pool's cloud-init from one Secret): "
+                    "autoscale fewer pools",
+                )
+            )
+    return problems
 
 
 def _subnet_problems(cfg: StackConfig) -> list[Problem]:
@@ -141,11 +193,8 @@ def _subnet_problems(cfg: StackConfig) -> list[Problem]:
 def _size_problems(cfg: StackConfig) -> list[Problem]:
     """Refuse at preview a pool whose worst-case user_data exceeds Hetzner's cap."""
     problems: list[Problem] = []
-    secret = "x" * 128
     for pool in sorted(cfg.workers):
-        password = secret if cfg.registry_mirror.username is not None else None
-        text = render_agent_user_data(cfg, pool, "x" * K3S_TOKEN_LENGTH, password)
-        size = len(text.encode())
+        size = len(_worst_agent_user_data(cfg, pool).encode())
         if size > USER_DATA_CAP:
             problems.append(
                 Problem(
@@ -158,6 +207,44 @@ def _size_problems(cfg: StackConfig) -> list[Problem]:
     return problems
 
 
+def _worst_agent_user_data(cfg: StackConfig, pool: str) -> str:
+    """A pool's agent boot with a full-length token and mirror password (sizes at preview)."""
+    password = "x" * 128 if cfg.registry_mirror.username is not None else None
+    return render_agent_user_data(cfg, pool, "x" * K3S_TOKEN_LENGTH, password)
+
+
+def autoscaling_warnings(cfg: StackConfig) -> list[str]:
+    """A cluster minor the autoscaler is not built for: warned, not refused, since a region
+    steps through every minor one `up` at a time (and the autoscaler's chart moves after)."""
+    facts = autoscaler.facts()
+    pools = autoscaler.autoscaled_pools(cfg)
+    if not pools or autoscaler.kubernetes_minor_matches(cfg):
+        return []
+    return [
+        f"sovereign:controlPlane.k3sVersion {cfg.control_plane.k3s_version} while pools "
+        f"{', '.join(pools)} are autoscaled: cluster-autoscaler {facts.app_version} (chart "
+        f"{facts.chart.version}) is built for Kubernetes {facts.kubernetes_minor}, and upstream "
+        "supports each release with its own minor only; finish the upgrade path "
+        "(./sovereign upgrade-path) or vendor the matching chart (render/cluster_autoscaler.yaml)"
+    ]
+
+
+def autoscaling_notices(cfg: StackConfig) -> list[str]:
+    """What every preview says about an autoscaled pool: who owns its servers."""
+    return [
+        f"pool {pool} is autoscaled: cluster-autoscaler (slot 06) creates and deletes its "
+        f"{spec.server_type} servers, {bounds.min} to {bounds.max} "
+        f"({autoscaler.node_group_flags(cfg)[index]}), booting the pool's agent cloud-init; "
+        "this update creates none of them, and the autoscaler drains a server before it "
+        "deletes it"
+        for index, (pool, spec, bounds) in enumerate(
+            (pool, cfg.workers[pool], cfg.workers[pool].autoscaling)
+            for pool in autoscaler.autoscaled_pools(cfg)
+        )
+        if bounds is not None
+    ]
+
+
 def removal_warnings(cfg: StackConfig, live: Mapping[str, str]) -> list[str]:
     """What this `up` deletes among the workers Hetzner has, said plainly: nothing drains them.
 
@@ -166,7 +253,7 @@ def removal_warnings(cfg: StackConfig, live: Mapping[str, str]) -> list[str]:
     wanted = {
         worker_name(cfg, pool, index)
         for pool, spec in cfg.workers.items()
-        for index in range(spec.count)
+        for index in range(spec.static_count)
     }
     return [
         f"worker {server} (pool {pool or '?'}) is deleted by this update WITHOUT a drain: its "

@@ -19,6 +19,7 @@ from config.errors import Problem, SovereignConfigError
 from config.models import StackConfig
 from config.support import minor
 from render.apiserver import DEPLOYER_BINDING_LABEL_KEY
+from render.autoscaler import pool_server_selector
 from render.cloudinit import (
     API_ENDPOINT_LABEL_KEY,
     API_PORT,
@@ -39,7 +40,6 @@ from render.naming import (
     WORKER_ROLE,
     api_public_label,
     hetzner_labels,
-    pool_selector,
     prefix,
     region_label,
 )
@@ -564,7 +564,7 @@ class ControlPlane(pulumi.ComponentResource):
                 f"{name}-lb-target-{lb_cfg.pool}",
                 type="label_selector",
                 load_balancer_id=lb.id.apply(int),
-                label_selector=pool_selector(cfg, lb_cfg.pool),
+                label_selector=pool_server_selector(cfg, lb_cfg.pool),
                 use_private_ip=True,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[attachment]),
             )

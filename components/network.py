@@ -11,10 +11,12 @@ import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
 from config.models import StackConfig
+from render.autoscaler import autoscaled_pools, node_group_selector
 from render.naming import (
     API_PUBLIC_LABEL_KEY,
     REGION_LABEL_KEY,
     api_public_label,
+    deployer_key_name,
     hetzner_labels,
     prefix,
     region_label,
@@ -25,9 +27,17 @@ WORLD: Final = ["0.0.0.0/0", "::/0"]
 WIREGUARD_UDP_PORT: Final = "51871"
 
 
-def firewall_selector(cfg: StackConfig) -> str:
-    """The Hetzner label selector of the servers the region's firewall protects: all of them."""
-    return f"{REGION_LABEL_KEY}={region_label(cfg)}"
+def firewall_selectors(cfg: StackConfig) -> list[str]:
+    """The Hetzner label selectors of the servers the region's firewall protects: all of them.
+
+    The program's servers carry the region label; cluster-autoscaler 1.35 labels the servers it
+    creates only with its node group (render/cluster_autoscaler.yaml), one selector per
+    autoscaled pool, so its servers are filtered from their creation on like the others.
+    """
+    return [
+        f"{REGION_LABEL_KEY}={region_label(cfg)}",
+        *(node_group_selector(cfg, pool) for pool in autoscaled_pools(cfg)),
+    ]
 
 
 def wireguard_peers(cfg: StackConfig) -> list[str]:
@@ -146,7 +156,7 @@ class RegionNetwork(pulumi.ComponentResource):
         self.firewall_attachment = hcloud.FirewallAttachment(
             f"{name}-fw-servers",
             firewall_id=self.firewall_id,
-            label_selectors=[firewall_selector(cfg)],
+            label_selectors=firewall_selectors(cfg),
             opts=child,
         )
         # Hetzner mails a root password for a server created without an SSH key. A key generated
@@ -159,7 +169,7 @@ class RegionNetwork(pulumi.ComponentResource):
         )
         self.ssh_key = hcloud.SshKey(
             f"{name}-deployer",
-            name=f"{physical}-deployer",
+            name=deployer_key_name(cfg),
             public_key=self.deployer_key.public_key_openssh,
             labels=labels,
             opts=child,

@@ -7,18 +7,21 @@ dependency order, its Helm release waiting explicitly for the slots it runs afte
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import pulumi
 
+from components.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cilium import Cilium, CiliumArgs
 from components.hcloud import CloudController, CloudControllerArgs
 from components.kubeconfig import NodeWait
 from components.system_upgrade import SystemUpgrade, SystemUpgradeArgs
 from components.vcluster import VClusterArgs, VClusterSlot
+from components.workers import WorkerPool
 from config.models import StackConfig, VClusterName
+from render.autoscaler import autoscaled_pools
 from render.slots import active_slots
 
 
@@ -32,6 +35,8 @@ class SlotInputs:
     cilium_first: str | None = None
     # Secret kube-system/hcloud (the cluster's Hetzner token), for the slots that read it.
     hcloud_secret: pulumi.Resource | None = None
+    # The worker pools by name: the autoscaler (slot 06) hands on the autoscaled pools' boot.
+    workers: Mapping[str, WorkerPool] = field(default_factory=dict[str, WorkerPool])
 
 
 Build = Callable[[str, StackConfig, SlotInputs, pulumi.ResourceOptions], pulumi.ComponentResource]
@@ -76,12 +81,30 @@ def _vcluster(vcluster: VClusterName) -> Build:
     return build
 
 
+def _cluster_autoscaler(
+    name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
+) -> pulumi.ComponentResource:
+    pools = [slot.workers[pool] for pool in autoscaled_pools(cfg)]
+    return ClusterAutoscaler(
+        name,
+        ClusterAutoscalerArgs(
+            cfg=cfg,
+            after=slot.after,
+            cloud_init={pool: slot.workers[pool].user_data for pool in autoscaled_pools(cfg)},
+            hetzner=[resource for pool in pools for resource in pool.provider_needs],
+            secret=slot.hcloud_secret,
+        ),
+        opts,
+    )
+
+
 # One builder per row of render.slots.SLOTS (a test keeps the two in step).
 BUILDERS: Final[Mapping[int, Build]] = {
     1: _cilium,
     2: _cert_manager,
     3: _system_upgrade,
     4: _cloud_controller,
+    6: _cluster_autoscaler,
     54: _vcluster("dmz"),
     58: _vcluster("mgmt"),
     59: _vcluster("rtz"),
@@ -95,19 +118,26 @@ def build_slots(
     nodes: NodeWait | None = None,
     cilium_first: str | None = None,
     hcloud_secret: pulumi.Resource | None = None,
+    workers: Mapping[str, WorkerPool] | None = None,
 ) -> dict[int, pulumi.ComponentResource]:
     """Declare this region's slots in dependency order, each waiting for the slots it runs after.
 
     A slot that runs after no other slot waits for `ready` (every control-plane node joined) and
     then waits for `nodes` to be Ready: the CNI it installs is what makes them Ready.
     `cilium_first` is the Cilium minor the region was first installed with (None: new region).
+    `workers` are the region's pool components by name.
     """
+    pools = dict(workers or {})
     built: dict[int, pulumi.ComponentResource] = {}
     for slot in active_slots(cfg):
         after = [built[number] for number in slot.after]
         inputs = (
             SlotInputs(
-                after=after, nodes=None, cilium_first=cilium_first, hcloud_secret=hcloud_secret
+                after=after,
+                nodes=None,
+                cilium_first=cilium_first,
+                hcloud_secret=hcloud_secret,
+                workers=pools,
             )
             if after
             else SlotInputs(
@@ -115,6 +145,7 @@ def build_slots(
                 nodes=nodes,
                 cilium_first=cilium_first,
                 hcloud_secret=hcloud_secret,
+                workers=pools,
             )
         )
         opts = pulumi.ResourceOptions(providers={"kubernetes": provider})

@@ -19,7 +19,7 @@ from render.naming import (
     POOL_LABEL_KEY,
     REGION_LABEL_KEY,
     WORKER_ROLE,
-    prefix,
+    pool_placement_group,
     region_label,
     worker_name,
     worker_server_labels,
@@ -103,15 +103,18 @@ class WorkerPool(pulumi.ComponentResource):
         subnet_id = net.worker_subnet.id
 
         placement_group_id: pulumi.Output[int] | None = None
-        if spec.placement_group and spec.count > 0:
+        # An autoscaled pool's group too: the autoscaler puts its servers in it by name.
+        self.placement_group: hcloud.PlacementGroup | None = None
+        if spec.placement_group and spec.most_servers > 0:
             group = hcloud.PlacementGroup(
                 f"{name}-spread",
-                name=f"{prefix(cfg)}-{pool}",
+                name=pool_placement_group(cfg, pool),
                 type="spread",
                 labels=labels,
                 opts=pulumi.ResourceOptions(parent=self),
             )
             placement_group_id = group.id.apply(int)
+            self.placement_group = group
 
         password = args.registry_password or pulumi.Output.from_input("")
         user_data = pulumi.Output.secret(
@@ -119,8 +122,18 @@ class WorkerPool(pulumi.ComponentResource):
                 lambda v: checked_agent_user_data(cfg, pool, str(v[0]), str(v[1]) or None)
             )
         )
+        # The pool's one agent boot: its servers' user_data, and for an autoscaled pool what
+        # cluster-autoscaler boots its servers with (slot 06).
+        self.user_data: pulumi.Output[str] = user_data
+        # What the autoscaler's provider looks up by name when it starts.
+        self.provider_needs: list[pulumi.Resource] = [
+            net.worker_subnet,
+            net.firewall_attachment,
+            *([self.placement_group] if self.placement_group is not None else []),
+        ]
         self.servers: list[hcloud.Server] = []
-        for index in range(spec.count):
+        # None for an autoscaled pool: cluster-autoscaler creates and deletes its servers.
+        for index in range(spec.static_count):
             server = hcloud.Server(
                 f"{name}-{index + 1}",
                 name=worker_name(cfg, pool, index),
@@ -155,7 +168,7 @@ class WorkerPool(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
             self.servers.append(server)
-        self.names: list[str] = [worker_name(cfg, pool, i) for i in range(spec.count)]
+        self.names: list[str] = [worker_name(cfg, pool, i) for i in range(spec.static_count)]
         self.register_outputs(
             {"names": self.names, "serverIds": [server.id for server in self.servers]}
         )

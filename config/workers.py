@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Final, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from config import grammar
 from config.base import ConfigModel
+from config.errors import FieldError
 from config.server_types import CATALOGUE as SERVER_TYPES
 
 # A pool's name goes into server names (`<sovereign>-<region>-<pool>-<n>`, at most 63 characters
@@ -95,13 +96,43 @@ class Toleration(ConfigModel):
         return doc
 
 
+class Autoscaling(ConfigModel):
+    """Bounds of a pool that cluster-autoscaler sizes (a node group of its Hetzner provider).
+
+    `min` servers exist at all times (the autoscaler runs with --enforce-node-group-min-size);
+    more are created while pods stay Pending for want of room, up to `max`, and removed (drained
+    first, by the autoscaler) once they have stood underused.
+    """
+
+    min: int = Field(ge=0, le=100, description="Fewest servers (0: the pool may be empty).")
+    max: int = Field(ge=1, le=100, description="Most servers the autoscaler may create.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscaling:
+        if self.min > self.max:
+            raise FieldError("min", f"at most autoscaling.max ({self.max})")
+        return self
+
+
 class WorkerPool(ConfigModel):
     """One named pool of k3s agents: same server type, labels and taints."""
 
     server_type: str = Field(
         description="Hetzner server type sold in the region's location (config/data catalogue)."
     )
-    count: int = Field(default=1, ge=0, le=100, description="Servers in the pool.")
+    count: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Servers in the pool, created by the program (unset: 1); not with "
+        "`autoscaling`.",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None,
+        description="{min, max}: cluster-autoscaler creates and deletes the pool's servers "
+        "between the two (slot 06); the program then creates none itself. Unset: `count` "
+        "servers, created by the program.",
+    )
     image: str | None = Field(
         default=None, description="Hetzner image name; unset: controlPlane.image."
     )
@@ -135,10 +166,30 @@ class WorkerPool(ConfigModel):
             raise ValueError("a Hetzner image name, e.g. ubuntu-24.04")
         return value
 
+    @model_validator(mode="after")
+    def _one_owner(self) -> WorkerPool:
+        # One owner per server: Pulumi would recreate at every `up` a server the autoscaler
+        # removed, and the autoscaler does not count servers it did not create.
+        if self.autoscaling is not None and self.count is not None:
+            raise FieldError(
+                "count",
+                "unset on an autoscaled pool: cluster-autoscaler creates and deletes its "
+                "servers between autoscaling.min and autoscaling.max; remove count, or remove "
+                "autoscaling to have the program create count servers",
+            )
+        return self
+
+    @property
+    def static_count(self) -> int:
+        """The servers the program creates itself: none for an autoscaled pool."""
+        if self.autoscaling is not None:
+            return 0
+        return self.count if self.count is not None else 1
+
     @property
     def most_servers(self) -> int:
         """The most servers the pool can have at once."""
-        return self.count
+        return self.autoscaling.max if self.autoscaling is not None else self.static_count
 
 
 def pool_name(value: str) -> str:

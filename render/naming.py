@@ -70,6 +70,16 @@ def pool_selector(cfg: StackConfig, pool: str) -> str:
     return f"{REGION_LABEL_KEY}={region_label(cfg)},{POOL_LABEL_KEY}={pool}"
 
 
+def deployer_key_name(cfg: StackConfig) -> str:
+    """The region's Hetzner SSH key (the deployer's); the autoscaler's servers get it too."""
+    return f"{prefix(cfg)}-deployer"
+
+
+def pool_placement_group(cfg: StackConfig, pool: str) -> str:
+    """The name of a pool's own spread placement group (the autoscaler finds it by name)."""
+    return f"{prefix(cfg)}-{pool}"
+
+
 def worker_name(cfg: StackConfig, pool: str, index: int) -> str:
     """`<sovereign>-<region>-<pool>-<n>`: the Hetzner server and the Kubernetes node name."""
     return f"{prefix(cfg)}-{pool}-{index + 1}"

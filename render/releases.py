@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from config.models import StackConfig, VClusterName
+from render import autoscaler
 from render.cert_manager import cert_manager_values
 from render.charts import Chart
 from render.cilium import cilium_values
@@ -73,6 +74,14 @@ def _release(cfg: StackConfig, slot: Slot) -> ReleaseSpec | None:
             chart=CCM_CHART,
             namespace=HCLOUD_NAMESPACE,
             values=ccm_values(cfg),
+        )
+    if slot.release == autoscaler.RELEASE:
+        return ReleaseSpec(
+            slot=slot.number,
+            name=autoscaler.RELEASE,
+            chart=autoscaler.facts().chart,
+            namespace=autoscaler.NAMESPACE,
+            values=autoscaler.autoscaler_values(cfg),
         )
     # Slot 03 (system-upgrade-controller) applies the release's manifests, not a Helm chart.
     return None

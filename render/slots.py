@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from config.models import Role, StackConfig, VClusterName
+from render import autoscaler
 
 EVERY_REGION: Final[frozenset[Role]] = frozenset({"primary", "secondary"})
 PRIMARY: Final[frozenset[Role]] = frozenset({"primary"})
@@ -24,7 +25,8 @@ class Slot:
     after: tuple[int, ...]
     roles: frozenset[Role]
     vcluster: VClusterName | None = None
-    # A slot that a setting switches off in its roles (the CCM with sovereign:cloudController).
+    # A slot that a setting switches off in its roles (the CCM with sovereign:cloudController,
+    # the autoscaler without autoscaled pools).
     when: Callable[[StackConfig], bool] | None = None
 
     @property
@@ -48,6 +50,17 @@ SLOTS: Final[tuple[Slot, ...]] = (
     Slot(number=3, release="system-upgrade", after=(1, 4), roles=EVERY_REGION),
     # Hetzner cloud controller manager: providerID, node addresses, LoadBalancer Services.
     Slot(number=4, release="hcloud-ccm", after=(1,), roles=EVERY_REGION, when=_hetzner_ccm),
+    # cluster-autoscaler, only where some worker pool sets `autoscaling`: it creates and deletes
+    # those pools' servers. After 04: it finds a node's server by the providerID the CCM sets
+    # (render/cluster_autoscaler.yaml), and a node still `uninitialized` schedules nothing.
+    # Nothing waits for it (pods that wait for room wait in the scheduler, not in the graph).
+    Slot(
+        number=6,
+        release="cluster-autoscaler",
+        after=(1, 4),
+        roles=EVERY_REGION,
+        when=autoscaler.enabled,
+    ),
     Slot(number=54, release="dmz-vcluster", after=(1, 2), roles=EVERY_REGION, vcluster="dmz"),
     Slot(number=58, release="mgmt-vcluster", after=(1, 2), roles=PRIMARY, vcluster="mgmt"),
     Slot(number=59, release="rtz-vcluster", after=(1, 2), roles=SECONDARY, vcluster="rtz"),

@@ -37,6 +37,10 @@ def cfg(stack: str, **overrides: Any) -> StackConfig:
     return parse({**stack_config(stack), **overrides}, stack)
 
 
+# The committed secondary without its autoscaled pool, which needs the Hetzner CCM.
+STATIC_POOLS = {"general": stack_config("secondary")["workers"]["general"]}
+
+
 def k3s_config(user_data: str) -> dict[str, Any]:
     doc = yaml.safe_load(user_data)
     config = next(f for f in doc["write_files"] if f["path"] == cloudinit.K3S_CONFIG_PATH)
@@ -65,7 +69,7 @@ def test_every_agent_registers_with_an_external_cloud_provider() -> None:
 
 
 def test_the_builtin_controller_keeps_the_boot_of_a_region_deployed_before_the_ccm() -> None:
-    c = cfg("secondary", cloudController="k3s")
+    c = cfg("secondary", cloudController="k3s", workers=STATIC_POOLS)
     server = k3s_config(cloudinit.render_user_data(c, 0, "198.51.100.7", TOKEN))
     agent = k3s_config(cloudinit.render_agent_user_data(c, "general", TOKEN))
     for flags in (server, agent):
@@ -109,7 +113,8 @@ def test_the_ccm_runs_after_cilium_and_before_everything_that_needs_initialised_
 
 
 def test_a_region_on_the_builtin_controller_installs_no_ccm() -> None:
-    run = evaluate("secondary", {"cloudController": "k3s"})
+    raw = {**stack_config("secondary"), "cloudController": "k3s", "workers": STATIC_POOLS}
+    run = evaluate("secondary", raw=raw)
     assert run.error is None, run.error
     assert CCM_RELEASE not in {r.inputs["name"] for r in run.of_type(RELEASE)}
     # cert-manager then waits for Cilium alone (the table edge to 04 drops with the slot).

@@ -150,7 +150,7 @@ def test_an_ingress_pool_that_does_not_exist_or_is_empty_is_refused() -> None:
     run = evaluate("secondary", {**WITH_GATEWAY, "loadBalancer": {"enabled": True, "pool": "edge"}})
     assert run.registrations == []
     assert (
-        "sovereign:loadBalancer.pool = 'edge': the name of a pool in sovereign:workers (general)"
+        "sovereign:loadBalancer.pool = 'edge': the name of a pool in sovereign:workers (burst, general)"
         in str(run.error)
     )
     empty = {

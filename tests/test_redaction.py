@@ -51,6 +51,8 @@ PROVIDER_ONLY = "hcloud:token"
 FEATURES: dict[str, Any] = {
     "backups": {"enabled": True, "bucket": "omantel-etcd"},
     "registryMirror": {"enabled": True, "username": "robot-sovereign"},
+    # The autoscaler's Secret: every autoscaled pool's boot, join token and mirror password.
+    "workers": {"burst": {"serverType": "cpx32", "autoscaling": {"min": 0, "max": 2}}},
 }
 
 
@@ -106,6 +108,17 @@ def test_each_secret_is_absent_from_the_logs(what: str, secret_run: Run) -> None
 def plan_text(secret_run: Run) -> str:
     raw = {**stack_config("primary"), **FEATURES, **VALUES}
     return dumps(build_plan(parse(raw, "primary", frozenset(VALUES)), secret_run))
+
+
+def test_the_autoscalers_boot_reaches_it_only_as_a_secret(secret_run: Run, plan_text: str) -> None:
+    (config,) = [r for r in secret_run.registrations if r.name.endswith("-hetzner-config")]
+    carried = json.dumps(config.inputs)
+    # Not vacuous: the join token and the mirror password are really in it.
+    assert FAKE_K3S_TOKEN in carried
+    assert VALUES["registryMirrorPassword"] in carried
+    assert config.secret_inputs == {"stringData"}
+    assert FAKE_K3S_TOKEN not in plan_text
+    assert VALUES["registryMirrorPassword"] not in plan_text
 
 
 @pytest.mark.parametrize("what", sorted(EVERY))

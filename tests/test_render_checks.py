@@ -63,7 +63,8 @@ def test_committed_stacks_pass_every_rendered_check(
         "ResourceQuota",
         "LimitRange",
         "CiliumNetworkPolicy",
-        # kube-system/hcloud, the cluster's Hetzner token (stringData is secret).
+        # kube-system/hcloud, the cluster's Hetzner token (stringData is secret), and on the
+        # secondary the autoscaler's cluster config.
         "Secret",
     }
     assert checks.rendered_problems(cfg_of(stack), rendered[stack], declared) == []

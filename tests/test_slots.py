@@ -81,6 +81,8 @@ def test_secondary_registers_exactly_the_table_graph(secondary: Run) -> None:
             2: {1, 4},
             3: {1, 4},
             4: {1},
+            # The committed secondary has an autoscaled pool (the primary none: no slot 06).
+            6: {1, 4},
             54: {1, 2},
             59: {1, 2},
         }
@@ -94,7 +96,14 @@ def test_primary_stack_has_mgmt_and_dmz_but_no_rtz(primary: Run) -> None:
 
 def test_secondary_stack_has_rtz_but_no_mgmt_vcluster(secondary: Run) -> None:
     names = {r.inputs["name"] for r in secondary.of_type(RELEASE)}
-    assert names == {"cilium", "hcloud-ccm", "cert-manager", "dmz-vcluster", "rtz-vcluster"}
+    assert names == {
+        "cilium",
+        "hcloud-ccm",
+        "cert-manager",
+        "cluster-autoscaler",
+        "dmz-vcluster",
+        "rtz-vcluster",
+    }
 
 
 def test_each_role_runs_its_slots_in_table_order() -> None:
@@ -105,7 +114,7 @@ def test_each_role_runs_its_slots_in_table_order() -> None:
 
     for stack, expected in (
         ("primary", [1, 4, 2, 3, 54, 58]),
-        ("secondary", [1, 4, 2, 3, 54, 59]),
+        ("secondary", [1, 4, 2, 3, 6, 54, 59]),
     ):
         cfg = parse_config(stack_config(stack), stack)
         assert [slot.number for slot in active_slots(cfg)] == expected
@@ -234,8 +243,10 @@ def test_each_slots_releases_wait_for_every_resource_of_the_slots_before(
             )
             gated += 1
     # The CCM after Cilium; cert-manager and the upgrade controller's two manifests after Cilium
-    # and the CCM; each vCluster after Cilium and cert-manager.
-    assert gated == 1 + 2 * 3 + 2 * len(active_vclusters_of(run))
+    # and the CCM; each vCluster after Cilium and cert-manager; the autoscaler (where a pool
+    # opts in) after Cilium and the CCM.
+    autoscaler = sum(1 for r in run.of_type(RELEASE) if r.inputs["name"] == "cluster-autoscaler")
+    assert gated == 1 + 2 * 3 + 2 * len(active_vclusters_of(run)) + 2 * autoscaler
 
 
 def active_vclusters_of(run: Run) -> list[str]:

@@ -243,7 +243,11 @@ def test_firewall_applies_by_label_and_no_input_drifts_after_a_refresh(secondary
     # issue 18 §7: nothing the provider reads back differently from what the program sends.
     firewall = secondary.one("hcloud:index/firewall:Firewall")
     attachment = secondary.one("hcloud:index/firewallAttachment:FirewallAttachment")
-    assert attachment.inputs["labelSelectors"] == ["openova.io/region=omantel-hel1-2"]
+    # The region's servers, and the servers cluster-autoscaler creates for the autoscaled pool.
+    assert attachment.inputs["labelSelectors"] == [
+        "openova.io/region=omantel-hel1-2",
+        "hcloud/node-group=omantel-hel1-2-burst",
+    ]
     assert firewall.urn in attachment.dependencies
     assert "serverIds" not in attachment.inputs
     assert "applyTos" not in firewall.inputs

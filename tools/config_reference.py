@@ -49,6 +49,15 @@ def _map_of_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _optional_model(annotation: Any) -> type[BaseModel] | None:
+    """The model of `Model | None` (an object a key may leave unset), else None."""
+    if get_origin(annotation) not in (Union, UnionType):
+        return None
+    models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    rest = [a for a in get_args(annotation) if a is not type(None) and a not in models]
+    return models[0] if len(models) == 1 and not rest else None
+
+
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "**required**"
@@ -72,6 +81,13 @@ def _rows(model: type[BaseModel], path: str) -> list[str]:
             continue
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             rows.extend(_rows(annotation, key))
+            continue
+        optional = _optional_model(annotation)
+        if optional is not None:
+            # An object that may be left unset (a pool's autoscaling): the object, then its keys.
+            description = (field.description or "").replace("|", "\\|")
+            rows.append(f"| `{key}` | object or null | {_default(field)} | {description} |")
+            rows.extend(_rows(optional, key))
             continue
         value_model = _map_of_model(annotation)
         if value_model is not None:

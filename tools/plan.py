@@ -124,6 +124,7 @@ def _servers(cfg: StackConfig, run: Run, names: Mapping[str, str]) -> list[dict[
 
 def _workers(cfg: StackConfig) -> list[dict[str, Any]]:
     """Per worker pool: the one agent boot all its servers share, and its worst-case size."""
+    from render.autoscaler import node_group
     from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_agent_user_data
 
     pools: list[dict[str, Any]] = []
@@ -137,7 +138,16 @@ def _workers(cfg: StackConfig) -> list[dict[str, Any]]:
             {
                 "pool": pool,
                 "serverType": spec.server_type,
-                "count": spec.count,
+                # Servers the program creates; an autoscaled pool's are the autoscaler's.
+                "count": spec.static_count,
+                "autoscaling": None
+                if spec.autoscaling is None
+                else {
+                    "min": spec.autoscaling.min,
+                    "max": spec.autoscaling.max,
+                    "nodeGroup": node_group(cfg, pool),
+                    "by": "cluster-autoscaler (slot 06)",
+                },
                 "userData": render_agent_user_data(cfg, pool, SECRET, SECRET if mirror else None),
                 "worstCaseBytes": worst_bytes,
                 "capBytes": USER_DATA_CAP,
@@ -407,8 +417,14 @@ def summary(plan: Mapping[str, Any]) -> str:
     for pool in plan.get("workers", []):
         pct = 100 * pool["worstCaseBytes"] / pool["capBytes"]
         verdict = "ok" if pool["withinCap"] else "OVER THE CAP"
+        scaled = pool.get("autoscaling")
+        size = (
+            f"{scaled['min']}-{scaled['max']} x {pool['serverType']}, by {scaled['by']}"
+            if scaled
+            else f"{pool['count']} x {pool['serverType']}"
+        )
         lines.append(
-            f"  pool {pool['pool']} ({pool['count']} x {pool['serverType']}): "
+            f"  pool {pool['pool']} ({size}): "
             f"{pool['worstCaseBytes']:,} / {pool['capBytes']:,} bytes ({pct:.1f}%, {verdict})"
         )
     lines += ["", "Helm releases as Helm renders them (objects by kind; images):"]
