@@ -224,6 +224,28 @@ def test_the_autoscaler_image_carries_its_digest_from_the_one_data_file(
     assert container(autoscaler_release(cfg))["image"] == f"{image}@{digest}"
 
 
+def test_the_autoscaler_pod_stays_under_the_metadata_deny(secondary: Run) -> None:
+    from checks.network_policy import KINDS, allowed, entity, load, pod
+    from render.metadata_fence import CCM_UID
+    from tools.plan import declared_objects
+
+    cfg = parse(stack_config("secondary"), "secondary")
+    (template,) = pod_templates(autoscaler_release(cfg).objects)
+    # A pod-network pod (Cilium's policies apply), not the uid the hosts' fence admits.
+    assert not template.spec.get("hostNetwork")
+    assert template.spec["securityContext"]["runAsUser"] != CCM_UID
+    labels = template.owner.doc["spec"]["template"]["metadata"]["labels"]
+    me = pod("cluster-autoscaler", autoscaler.NAMESPACE, **labels)
+    docs = [doc for _, doc in declared_objects(secondary)]
+    docs += [dict(o.doc) for r in checks.render_releases(cfg) for o in r.objects]
+    policies = load([d for d in docs if d.get("kind") in KINDS])
+    assert policies
+    assert not allowed(policies, me, entity("metadata", "169.254.169.254"), 80)
+    # What it needs: the Hetzner API on the internet (and the Kubernetes API).
+    assert allowed(policies, me, entity("world", "203.0.113.50"), 443)
+    assert allowed(policies, me, entity("kube-apiserver"), 6443)
+
+
 def test_the_plan_shows_the_autoscaler_and_hides_its_boot(secondary: Run) -> None:
     cfg = parse(stack_config("secondary"), "secondary")
     plan = build_plan(cfg, secondary)
