@@ -667,3 +667,12 @@ def test_no_test_is_skipped_or_expected_to_fail() -> None:
         if SKIP.search(line) and "SKIP = re.compile" not in line
     ]
     assert found == []
+
+
+def test_basedpyright_checks_every_python_package_but_the_tests() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["basedpyright"]
+    packages = {p.parent.name for p in ROOT.glob("*/*.py") if not p.parent.name.startswith(".")}
+    assert config["typeCheckingMode"] == "strict"
+    assert set(config["include"]) == {"__main__.py", *packages} - {"tests"}

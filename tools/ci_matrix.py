@@ -14,7 +14,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import yaml
 
@@ -32,10 +32,13 @@ def matrix(directory: Path) -> dict[str, Any]:
         stack = path.name.removeprefix("Pulumi.").removesuffix(".yaml")
         if not NAME.fullmatch(stack):
             raise MatrixError(f"{path.name}: a stack name of letters, digits, '-', '_', '.' only")
-        doc = yaml.safe_load(path.read_text()) or {}
-        region = (doc.get("config") or {}).get("sovereign:region") or {}
+        doc: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+        config: dict[str, Any] = doc.get("config") or {}
+        region: object = config.get("sovereign:region")
         stacks.append(stack)
-        roles[stack] = str(region.get("role", "")) if isinstance(region, dict) else ""
+        roles[stack] = (
+            str(cast(dict[str, Any], region).get("role", "")) if isinstance(region, dict) else ""
+        )
     primaries = [s for s in stacks if roles[s] == "primary"]
     return {
         "stacks": stacks,

@@ -104,13 +104,22 @@ def sweep(token: str, older_than: timedelta, keep: str | None) -> Check:
 # ---- the Kubernetes API ---------------------------------------------------------------------
 
 
+def _status(err: Exception) -> object:
+    """The HTTP status of a kubernetes ApiException (an untyped attribute)."""
+    answer: Any = err
+    return answer.status
+
+
 class Cluster:
     """The few reads and writes the checks need, returning the API's JSON as dicts."""
 
     def __init__(self, kubeconfig: str) -> None:
         from kubernetes import client, config
 
-        api = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+        # The kubernetes client ships no type information: its objects are Any here, and every
+        # answer is turned into plain JSON dicts at once (`json`).
+        loader: Any = config
+        api: Any = loader.new_client_from_config_dict(yaml.safe_load(kubeconfig))
         self._plain: Callable[[Any], Any] = api.sanitize_for_serialization
         self.core: Any = client.CoreV1Api(api)
         self.apps: Any = client.AppsV1Api(api)
@@ -134,7 +143,7 @@ class Cluster:
         try:
             return self.json(self.apps.read_namespaced_stateful_set(name, namespace))
         except ApiException as err:
-            if err.status == 404:
+            if _status(err) == 404:
                 return None
             raise
 
@@ -144,7 +153,7 @@ class Cluster:
         try:
             return self.json(self.core.read_namespace(name))
         except ApiException as err:
-            if err.status == 404:
+            if _status(err) == 404:
                 return None
             raise
 
@@ -160,7 +169,7 @@ class Cluster:
         """Create a cert-manager Issuer with dryRun=All: admission calls the webhook."""
         from kubernetes.client.exceptions import ApiException
 
-        body = {
+        body: dict[str, Any] = {
             "apiVersion": "cert-manager.io/v1",
             "kind": "Issuer",
             "metadata": {"name": "e2e-webhook-probe", "namespace": "cert-manager"},
@@ -171,7 +180,8 @@ class Cluster:
                 "cert-manager.io", "v1", "cert-manager", "issuers", body, dry_run="All"
             )
         except ApiException as err:
-            return str(err.body or err.reason)
+            answer: Any = err
+            return str(answer.body or answer.reason)
         return None
 
     def probe_metadata(self, namespace: str, name: str) -> None:

@@ -37,19 +37,25 @@ class Check:
     detail: str
 
 
+def _sub(obj: Json | None, key: str) -> Json:
+    """The object under `key`, empty when absent or null (as the API leaves unset fields)."""
+    value = obj.get(key) if obj is not None else None
+    return cast(Json, value or {})
+
+
 def _items(listing: Json) -> list[Json]:
     return cast(list[Json], listing.get("items") or [])
 
 
 def _condition(obj: Json, kind: str) -> str | None:
-    for condition in cast(list[Json], (obj.get("status") or {}).get("conditions") or []):
+    for condition in cast(list[Json], _sub(obj, "status").get("conditions") or []):
         if condition.get("type") == kind:
             return str(condition.get("status"))
     return None
 
 
 def _name(obj: Json) -> str:
-    return str((obj.get("metadata") or {}).get("name", "?"))
+    return str(_sub(obj, "metadata").get("name", "?"))
 
 
 def nodes_ready(nodes: Json, expected: int) -> Check:
@@ -65,11 +71,11 @@ def nodes_ready(nodes: Json, expected: int) -> Check:
 
 def cilium_ready(daemonset: Json, operator: Json) -> Check:
     """The agent DaemonSet ready on every node it is scheduled on, the operator's replicas."""
-    status = cast(Json, daemonset.get("status") or {})
+    status = _sub(daemonset, "status")
     desired = int(status.get("desiredNumberScheduled") or 0)
     ready = int(status.get("numberReady") or 0)
-    op_status = cast(Json, operator.get("status") or {})
-    op_want = int((operator.get("spec") or {}).get("replicas") or 0)
+    op_status = _sub(operator, "status")
+    op_want = int(_sub(operator, "spec").get("replicas") or 0)
     op_ready = int(op_status.get("readyReplicas") or 0)
     ok = desired > 0 and ready == desired and op_want > 0 and op_ready == op_want
     return Check(
@@ -97,13 +103,13 @@ def vcluster_ready(
     name = f"vCluster {vcluster}"
     if statefulset is None:
         return Check(name, False, f"no StatefulSet {vcluster}-vcluster in namespace {vcluster}")
-    status = cast(Json, statefulset.get("status") or {})
-    want = int((statefulset.get("spec") or {}).get("replicas") or 0)
+    status = _sub(statefulset, "status")
+    want = int(_sub(statefulset, "spec").get("replicas") or 0)
     ready = int(status.get("readyReplicas") or 0)
     problems: list[str] = []
     if not (want == 1 and ready == 1):
         problems.append(f"StatefulSet {ready}/{want} ready")
-    labels = cast(Json, ((namespace or {}).get("metadata") or {}).get("labels") or {})
+    labels = _sub(_sub(namespace, "metadata"), "labels")
     wrong = [
         f"{PSS_PREFIX}{mode}={labels.get(PSS_PREFIX + mode)!s} (asked {pss[mode]})"
         for mode in PSS_MODES
@@ -120,9 +126,9 @@ def why_not_ready(pods: Json) -> str:
     """The reason a vCluster pod is not ready (CrashLoopBackOff and its restarts), for the table."""
     reasons: list[str] = []
     for pod in _items(pods):
-        statuses = cast(list[Json], (pod.get("status") or {}).get("containerStatuses") or [])
+        statuses = cast(list[Json], _sub(pod, "status").get("containerStatuses") or [])
         for container in statuses:
-            waiting = cast(Json, (container.get("state") or {}).get("waiting") or {})
+            waiting = _sub(_sub(container, "state"), "waiting")
             if waiting.get("reason"):
                 reasons.append(
                     f"{_name(pod)}/{container.get('name')}: {waiting['reason']} "
@@ -140,12 +146,12 @@ def a4_count(role: str, statefulsets: Sequence[Json]) -> Check:
     }
     want = A4[role]
     detail = f"{role}: found {', '.join(sorted(found)) or 'none'}, want {', '.join(sorted(want))}"
-    return Check("DoD A4 vClusters per role", found == want, detail)
+    return Check("DoD A4 vClusters per role", frozenset(found) == want, detail)
 
 
 def metadata_blocked(pod: Json, log: str) -> Check:
     """The probe pod in a vCluster namespace must not reach 169.254.169.254."""
-    phase = str((pod.get("status") or {}).get("phase"))
+    phase = str(_sub(pod, "status").get("phase"))
     if METADATA_REACHED in log:
         return Check("metadata 169.254.169.254 blocked", False, "a pod reached it")
     if phase == "Succeeded" and METADATA_BLOCKED in log:
@@ -169,7 +175,7 @@ def backup_snapshot(snapshots: Json) -> Check:
     uploaded = [
         _name(s)
         for s in _items(snapshots)
-        if (s.get("spec") or {}).get("s3") and (s.get("status") or {}).get("readyToUse") is True
+        if _sub(s, "spec").get("s3") and _sub(s, "status").get("readyToUse") is True
     ]
     if uploaded:
         return Check("etcd snapshot in the bucket", True, f"{len(uploaded)}: {uploaded[-1]}")
@@ -212,8 +218,8 @@ def leftovers(
     """Labelled test resources older than the bound, deletion order (never the run `keep`)."""
     found: list[Leftover] = []
     for collection in SWEPT:
-        for item in cast(list[Json], (listings.get(collection) or {}).get(collection) or []):
-            labels = cast(Json, item.get("labels") or {})
+        for item in cast(list[Json], _sub(listings, collection).get(collection) or []):
+            labels = _sub(item, "labels")
             run = labels.get(TEST_RUN_LABEL_KEY)
             if run is None or run == keep:
                 continue

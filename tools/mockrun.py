@@ -31,7 +31,9 @@ from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.proto import resource_pb2, source_pb2
 from pulumi.runtime.stack import run_pulumi_func
-from pulumi.runtime.sync_await import _sync_await
+
+# The SDK's own blocking wait on a future; it has no public one (checked against CHECKED_SDK).
+from pulumi.runtime.sync_await import _sync_await  # pyright: ignore[reportPrivateUsage]
 
 from config.secrets import HCLOUD_TOKEN_KEY
 
@@ -100,12 +102,14 @@ def fake_pem(kind: str, name: str) -> str:
 
 def _unwrap(value: Any, path: str, secrets: set[str]) -> Any:
     if isinstance(value, dict):
-        if value.get(SIG_KEY) == SECRET_SIG:
+        mapping = cast(dict[str, Any], value)
+        if mapping.get(SIG_KEY) == SECRET_SIG:
             secrets.add(path)
-            return _unwrap(value.get("value"), path, secrets)
-        return {k: _unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+            return _unwrap(mapping.get("value"), path, secrets)
+        return {k: _unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in mapping.items()}
     if isinstance(value, list):
-        return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+        items = cast(list[Any], value)
+        return [_unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(items)]
     return value
 
 
@@ -213,16 +217,17 @@ class RecordingMocks(pulumi.runtime.Mocks):
         self.live_record = live_record
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        inputs = cast(dict[str, Any], args.inputs)
         if args.typ == STACK_REFERENCE:
             # The engine's read of another stack: its id is the referenced stack's name.
-            target = str(args.resource_id or args.inputs.get("name"))
+            target = str(args.resource_id or inputs.get("name"))
             found = self.references.get(target)
             outputs = dict(found) if found is not None else stack_outputs(target, self.directory)
             return (target, {"name": target, "outputs": outputs, "secretOutputNames": []})
         # Derived from the name, not the call order: registrations run concurrently, and the
         # offline plan must be byte-for-byte stable for golden files and PR diffs.
         n = zlib.crc32(f"{args.typ}::{args.name}".encode()) % 250 + 1
-        state = dict(args.inputs)
+        state = dict(inputs)
         typ = args.typ
         if typ == "hcloud:index/primaryIp:PrimaryIp":
             state["ipAddress"] = f"198.51.100.{n}"
@@ -266,7 +271,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             return ({"id": "servers", "servers": self.live_servers}, [])
         if args.token == "hcloud:index/getPlacementGroups:getPlacementGroups":
             # The region's record (components/record.py): one empty spread group, or none.
-            groups = (
+            groups: list[dict[str, Any]] = (
                 []
                 if self.live_record is None
                 else [
@@ -291,10 +296,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def ReadResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
         if request.type == STACK_REFERENCE:
             self.run.stack_references.append(request.id)
-        return super().ReadResource(request)
+        # The SDK's MockMonitor methods carry no annotations.
+        monitor: Any = super()
+        return monitor.ReadResource(request)
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
-        response = super().RegisterResource(request)
+        monitor: Any = super()
+        response = monitor.RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response
         secrets: set[str] = set()
@@ -328,9 +336,9 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
         if value is DELETE:
             out.pop(key, None)
         elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)  # type: ignore[arg-type]
+            out[key] = _deep_merge(out[key], cast(Mapping[str, Any], value))
         else:
-            out[key] = copy.deepcopy(value)
+            out[key] = copy.deepcopy(over[key])
     return out
 
 
@@ -530,7 +538,8 @@ def _cancel_leftover_tasks(*, failed: bool) -> None:
         task.cancel()
     if leftover:
         loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
-    settings = pulumi_settings.SETTINGS
+    # The SDK's registry of live Outputs (a private attribute of its settings object).
+    settings: Any = pulumi_settings.SETTINGS
     with settings.lock:
         settings.outputs.clear()
     # Outputs of the resources a failed run never registered hold coroutines nothing will

@@ -24,7 +24,7 @@ from tools.mockrun import stack_config
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
+    stream = out or sys.stdout
     parser = argparse.ArgumentParser(prog="./sovereign upgrade-path", description=__doc__)
     parser.add_argument("stack", help="the stack whose Pulumi.STACK.yaml pins what runs now")
     parser.add_argument("--to", metavar="K3S_VERSION", help="target k3s release, e.g. v1.35.6+k3s1")
@@ -36,33 +36,33 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     try:
         cfg = parse(stack_config(args.stack, directory), args.stack)
     except FileNotFoundError:
-        out.write(f"no {stack_file}\n")
+        stream.write(f"no {stack_file}\n")
         return 2
     except SovereignConfigError as err:
-        out.write(f"{err}\n")
+        stream.write(f"{err}\n")
         return 2
     running = Running(cfg.control_plane.k3s_version, cfg.cilium.version)
     target = args.to or running.k3s
     try:
         steps = path(cfg, running, target, args.cilium)
     except NoPathError as err:
-        out.write(f"{err}\n")
+        stream.write(f"{err}\n")
         return 1
-    out.write(
+    stream.write(
         f"{args.stack} runs k3s {running.k3s} with Cilium {running.cilium} "
         f"({stack_file.name}); target k3s {target}"
         + (f" with Cilium {args.cilium}" if args.cilium else "")
         + ".\n"
     )
     if not steps:
-        out.write("Nothing to change: the region is there.\n")
+        stream.write("Nothing to change: the region is there.\n")
         return 0
-    out.write(
+    stream.write(
         f"{len(steps)} step(s), one `pulumi up` each, in this order; wait for each to finish "
         "(kubectl -n system-upgrade get plans,jobs) before the next:\n"
     )
     for number, step in enumerate(steps, 1):
-        out.write(f"  {number}. {step.render()}  (then: k3s {step.k3s}, Cilium {step.cilium})\n")
+        stream.write(f"  {number}. {step.render()}  (then: k3s {step.k3s}, Cilium {step.cilium})\n")
     return 0
 
 
