@@ -12,7 +12,7 @@ import hashlib
 import io
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -288,11 +288,11 @@ def test_the_mirror_keeps_every_digest(filled: list[str]) -> None:
             assert name.rsplit(":", 1)[1]  # the tag stays beside the digest
 
 
-def _without_images(value: Any) -> Any:
+def _without_images(value: object) -> Any:
     if isinstance(value, dict):
         return {
             k: _without_images(v)
-            for k, v in value.items()
+            for k, v in cast("dict[str, object]", value).items()
             if k != "image" and k not in ("apiServer", "controllerManager", "coredns")
         }
     return value
@@ -326,11 +326,12 @@ def test_naming_the_images_in_the_values_renders_the_charts_own_defaults(release
     assert named(defaults) == named(ours)
 
 
-def _keys(value: Any) -> set[str]:
+def _keys(value: object) -> set[str]:
     if isinstance(value, dict):
-        return {str(k) for k in value} | {k for v in value.values() for k in _keys(v)}
+        mapping = cast("dict[str, object]", value)
+        return set(mapping) | {k for v in mapping.values() for k in _keys(v)}
     if isinstance(value, list):
-        return {k for v in value for k in _keys(v)}
+        return {k for v in cast("list[object]", value) for k in _keys(v)}
     return set()
 
 

@@ -121,3 +121,23 @@ def test_the_command_writes_pins_with_source_and_date_and_keeps_the_header(
     entry = yaml.safe_load(images.read_text())["images"]["ghcr.io/loft-sh/vcluster-oss:0.20.0"]
     assert entry["digest"] == DIGEST
     assert entry["source"] == "https://ghcr.io/v2/loft-sh/vcluster-oss/manifests/0.20.0"
+
+
+def test_what_the_resolver_writes_is_what_rendering_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The committed file (header and empty table) gains an entry that the renderer then uses.
+    from checks.preflight import parse
+    from render import pins
+    from render.vcluster import vcluster_values
+    from tools.mockrun import stack_config
+
+    images = tmp_path / "image_digests.yaml"
+    images.write_text(pins.IMAGE_DIGESTS_FILE.read_text())
+    monkeypatch.setattr(resolve_pins, "IMAGE_DIGESTS_FILE", images)
+    monkeypatch.setattr(pins, "IMAGE_DIGESTS_FILE", images)
+    assert resolve_pins.main(["image", "ghcr.io/loft-sh/vcluster-oss:0.20.0"], Registry()) == 0
+    assert images.read_text().startswith(pins.IMAGE_DIGESTS_FILE.read_text().split("images:")[0])
+    cfg = parse(stack_config("primary"), "primary")
+    values = vcluster_values(cfg, cfg.vclusters.spec("dmz"))
+    assert values["controlPlane"]["statefulSet"]["image"]["tag"] == f"0.20.0@{DIGEST}"
