@@ -18,7 +18,7 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeGuard, cast
 
@@ -232,6 +232,34 @@ def world_cidrs(sources: Sequence[object]) -> list[str]:
     return world_families(networks)
 
 
+@dataclass(frozen=True, slots=True)
+class WorldOpenRule:
+    """An inbound TCP firewall rule whose ports include one port, open to the whole internet."""
+
+    index: int
+    rule: Mapping[str, Any]
+    sources: list[str]
+    world: list[str]  # the address families whose whole range the sources cover
+
+
+def world_open_rules(props: Mapping[str, Any], port: int) -> Iterator[WorldOpenRule]:
+    """Each inbound TCP rule of a firewall whose ports include `port` and whose sourceIps
+    cover the whole internet (the one walk no-world-ssh and no-world-api share)."""
+    for index, raw in enumerate(_items(props.get("rules"))):
+        rule = _mapping(raw)
+        if str(rule.get("direction", "")).strip().lower() != "in":
+            continue
+        if str(rule.get("protocol", "")).strip().lower() != "tcp":
+            continue
+        ports = _port_range(rule.get("port"))
+        if ports is None or not ports[0] <= port <= ports[1]:
+            continue
+        sources = [str(s) for s in _items(rule.get("sourceIps"))]
+        world = world_cidrs(sources)
+        if world:
+            yield WorldOpenRule(index, rule, sources, world)
+
+
 def world_ssh_violations(
     resource_type: str, props: Mapping[str, Any], opts: PolicyResourceOptions
 ) -> list[str]:
@@ -240,29 +268,14 @@ def world_ssh_violations(
     if resource_type != FIREWALL:
         return []
     firewall = _label(props, "name")
-    violations: list[str] = []
-    for index, raw in enumerate(_items(props.get("rules"))):
-        rule = _mapping(raw)
-        if str(rule.get("direction", "")).strip().lower() != "in":
-            continue
-        if str(rule.get("protocol", "")).strip().lower() != "tcp":
-            continue
-        port = rule.get("port")
-        ports = _port_range(port)
-        if ports is None or not ports[0] <= SSH_PORT <= ports[1]:
-            continue
-        sources = [str(s) for s in _items(rule.get("sourceIps"))]
-        world = world_cidrs(sources)
-        if not world:
-            continue
-        violations.append(
-            f"Hetzner firewall {firewall!r}, rule {index} ({_label(rule, 'description')}): "
-            f"inbound TCP port {port!r} includes SSH (22) and its sourceIps {sources} cover "
-            f"{' and '.join(world)}, the whole internet, where SSH is brute-forced within "
-            f"minutes. List only the deployer's and operators' addresses in sourceIps "
-            f"(e.g. 203.0.113.7/32), or drop the rule."
-        )
-    return violations
+    return [
+        f"Hetzner firewall {firewall!r}, rule {o.index} ({_label(o.rule, 'description')}): "
+        f"inbound TCP port {o.rule.get('port')!r} includes SSH (22) and its sourceIps "
+        f"{o.sources} cover {' and '.join(o.world)}, the whole internet, where SSH is "
+        f"brute-forced within minutes. List only the deployer's and operators' addresses in "
+        f"sourceIps (e.g. 203.0.113.7/32), or drop the rule."
+        for o in world_open_rules(props, SSH_PORT)
+    ]
 
 
 # --- control-plane-protected -------------------------------------------------------------------
@@ -589,28 +602,15 @@ def world_api_violations(
     if resource_type != FIREWALL or _api_public(props):
         return []
     firewall = _label(props, "name")
-    violations: list[str] = []
-    for index, raw in enumerate(_items(props.get("rules"))):
-        rule = _mapping(raw)
-        if str(rule.get("direction", "")).strip().lower() != "in":
-            continue
-        if str(rule.get("protocol", "")).strip().lower() != "tcp":
-            continue
-        ports = _port_range(rule.get("port"))
-        if ports is None or not ports[0] <= API_PORT <= ports[1]:
-            continue
-        sources = [str(s) for s in _items(rule.get("sourceIps"))]
-        world = world_cidrs(sources)
-        if world:
-            violations.append(
-                f"Hetzner firewall {firewall!r}, rule {index} ({_label(rule, 'description')}): "
-                f"inbound TCP port {rule.get('port')!r} includes the Kubernetes API (6443) and "
-                f"its sourceIps {sources} cover {' and '.join(world)}, the whole internet, "
-                f"but the firewall does not carry {API_PUBLIC_LABEL}=true. List the deployer's "
-                f"and operators' addresses (sovereign:access.apiAllowedCidrs), or set "
-                f"sovereign:api.public: true if a public API is meant."
-            )
-    return violations
+    return [
+        f"Hetzner firewall {firewall!r}, rule {o.index} ({_label(o.rule, 'description')}): "
+        f"inbound TCP port {o.rule.get('port')!r} includes the Kubernetes API (6443) and its "
+        f"sourceIps {o.sources} cover {' and '.join(o.world)}, the whole internet, but the "
+        f"firewall does not carry {API_PUBLIC_LABEL}=true. List the deployer's and operators' "
+        f"addresses (sovereign:access.apiAllowedCidrs), or set sovereign:api.public: true if a "
+        f"public API is meant."
+        for o in world_open_rules(props, API_PORT)
+    ]
 
 
 def public_api_load_balancer_findings(resources: Sequence[PolicyResource]) -> list[Finding]:
