@@ -12,6 +12,10 @@ SDK pinned in requirements.txt; the version that goes with it is the SDK's own
 3. none: the Automation API's `PulumiCommand.install(version=..., root=...)` fetches exactly
    the SDK's version into `.pulumi-cli/<version>/`, and the message says where it went.
 
+That install runs Pulumi's install script as served, with no digest pinned here (the SDK pins
+none either); docs/security.md, "The Pulumi CLI and its plugins", says what an operator who
+needs more does instead (a verified CLI on PATH, plugins pre-installed with --checksum).
+
 The decision is `locate`, a pure function of what it is given (the PATH lookup, the version
 of a binary, the installer): the tests drive it with fakes, the command with the real ones.
 """
