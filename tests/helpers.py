@@ -1,11 +1,32 @@
-"""What several test files share: the system tools that check rendered artefacts, and the
-API-wait script's environment and clock."""
+"""What several test files share: a committed stack's parsed config with overrides, the
+system tools that check rendered artefacts, and the API-wait script's environment and clock."""
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
 
 import pytest
+
+from checks.preflight import parse
+from config.models import StackConfig
+from render.cloudinit import K3S_TOKEN_LENGTH
+from tools.mockrun import stack_config
+
+# Stand-ins for what the program mints or Hetzner assigns, as boot renderers take them.
+TOKEN = "T" * K3S_TOKEN_LENGTH
+PUBLIC_IP = "198.51.100.7"
+
+
+def cfg(stack: str = "primary", **overrides: Any) -> StackConfig:
+    """The committed stack's config, each override merged into its top-level key."""
+    raw = stack_config(stack)
+    for key, value in overrides.items():
+        raw[key] = {**raw.get(key, {}), **value}
+    return parse(raw, stack)
+
 
 # Command -> the Debian package that ships it (.ci/run installs each one it does not find).
 SYSTEM_TOOLS = {"cloud-init": "cloud-init", "nft": "nftables", "shellcheck": "shellcheck"}
@@ -23,6 +44,30 @@ def system_tool(name: str) -> str:
             pytrace=False,
         )
     return path
+
+
+def assert_cloud_init_schema(text: str, path: Path) -> None:
+    """cloud-init's own `schema` check of user_data `text` (written to `path`) passes."""
+    path.write_text(text)
+    result = subprocess.run(
+        [system_tool("cloud-init"), "schema", "--config-file", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def assert_shellcheck_clean(text: str, path: Path) -> None:
+    """shellcheck at style severity finds nothing in the script `text` (written to `path`)."""
+    path.write_text(text)
+    result = subprocess.run(
+        [system_tool("shellcheck"), "--severity=style", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout
 
 
 def wait_env(**over: str) -> dict[str, str]:

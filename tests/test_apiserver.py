@@ -8,22 +8,10 @@ import pytest
 import yaml
 
 from checks.kubernetes_schema import schema_errors
-from checks.preflight import parse as parse_config
 from config.errors import SovereignConfigError
 from config.models import StackConfig
 from render import apiserver, cloudinit, wait_for_api
-from tests.helpers import FakeClock, wait_env
-from tools.mockrun import stack_config
-
-TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
-PUBLIC_IP = "198.51.100.7"
-
-
-def cfg(stack: str = "primary", **overrides: Any) -> StackConfig:
-    raw = stack_config(stack)
-    for key, value in overrides.items():
-        raw[key] = {**raw.get(key, {}), **value}
-    return parse_config(raw, stack)
+from tests.helpers import PUBLIC_IP, TOKEN, FakeClock, cfg, wait_env
 
 
 def _files(c: StackConfig, node: int) -> dict[str, dict[str, Any]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from config.errors import SovereignConfigError
 from render import autoscaler
 from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_agent_user_data
 from render.manifests import image_uses, is_pinned, pod_templates
-from tests.helpers import system_tool
+from tests.helpers import assert_cloud_init_schema
 from tools.mockrun import FAKE_K3S_TOKEN, Registration, Run, evaluate, stack_config
 from tools.plan import build_plan
 from tools.plan_json import dumps
@@ -72,17 +71,8 @@ def test_an_autoscaled_pool_boots_the_same_agent_cloud_init_kept_secret(secondar
 def test_the_autoscaler_cloud_init_passes_the_schema_and_fits_the_cap(
     tmp_path: Path, secondary: Run
 ) -> None:
-    cloud_init = system_tool("cloud-init")
     text = cluster_config(secondary)["nodeConfigs"][NODE_GROUP]["cloudInit"]
-    path = tmp_path / "autoscaled.yaml"
-    path.write_text(text)
-    result = subprocess.run(
-        [cloud_init, "schema", "--config-file", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert_cloud_init_schema(text, tmp_path / "autoscaled.yaml")
     cfg = parse(stack_config("secondary"), "secondary")
     worst = render_agent_user_data(cfg, "burst", "x" * K3S_TOKEN_LENGTH, "x" * 128)
     assert len(worst.encode()) <= USER_DATA_CAP

@@ -21,10 +21,9 @@ from checks.preflight import parse
 from config.models import StackConfig
 from render import cloudinit
 from render.cloudinit import ServerBoot
+from tests.helpers import PUBLIC_IP, TOKEN
 from tools.mockrun import stack_config
 
-TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
-PUBLIC_IP = "198.51.100.7"
 BASH = shutil.which("bash") or "/bin/bash"
 
 CURL = """#!/bin/sh

@@ -11,22 +11,17 @@ from typing import Any
 import pytest
 import yaml
 
-from checks.preflight import parse as parse_config
 from config.models import StackConfig
 from render import cloudinit
 from render.cilium import cilium_values
-from tests.helpers import system_tool
-from tools.mockrun import evaluate, stack_config
-
-TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
-PUBLIC_IP = "198.51.100.7"
-
-
-def cfg(stack: str = "primary", **overrides: Any) -> StackConfig:
-    raw = stack_config(stack)
-    for key, value in overrides.items():
-        raw[key] = {**raw.get(key, {}), **value}
-    return parse_config(raw, stack)
+from tests.helpers import (
+    PUBLIC_IP,
+    TOKEN,
+    assert_cloud_init_schema,
+    assert_shellcheck_clean,
+    cfg,
+)
+from tools.mockrun import evaluate
 
 
 def k3s(c: StackConfig, node: int = 0) -> dict[str, Any]:
@@ -189,19 +184,13 @@ def test_user_data_over_the_cap_is_refused_at_preview_with_its_size() -> None:
 
 
 def test_user_data_passes_cloud_inits_own_schema(tmp_path: Path) -> None:
-    cloud_init = system_tool("cloud-init")
     for stack in ("primary", "secondary"):
         c = cfg(stack, registryMirror={"enabled": True})
         for node in range(c.control_plane.count):
-            path = tmp_path / f"{stack}-{node}.yaml"
-            path.write_text(cloudinit.render_user_data(c, node, PUBLIC_IP, TOKEN))
-            result = subprocess.run(
-                [cloud_init, "schema", "--config-file", str(path)],
-                capture_output=True,
-                text=True,
-                check=False,
+            assert_cloud_init_schema(
+                cloudinit.render_user_data(c, node, PUBLIC_IP, TOKEN),
+                tmp_path / f"{stack}-{node}.yaml",
             )
-            assert result.returncode == 0, result.stdout + result.stderr
 
 
 # A boot that cannot wedge: the private address is waited for (bounded), configured by MAC if
@@ -338,18 +327,9 @@ def test_the_address_script_exits_at_once_when_the_address_is_up(tmp_path: Path)
 
 
 def test_boot_scripts_pass_shellcheck(tmp_path: Path) -> None:
-    shellcheck = system_tool("shellcheck")
     c = cfg("secondary")
     for path in (cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH, cloudinit.INSTALL_SCRIPT_PATH):
-        script = tmp_path / Path(path).name
-        script.write_text(written(c, 1, path)["content"])
-        result = subprocess.run(
-            [shellcheck, "--severity=style", str(script)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout
+        assert_shellcheck_clean(written(c, 1, path)["content"], tmp_path / Path(path).name)
 
 
 def test_a_joining_server_waits_bounded_for_the_server_it_joins() -> None:
@@ -469,28 +449,12 @@ def test_agent_taints_are_k3s_node_taints() -> None:
 
 
 def test_agent_user_data_passes_cloud_inits_schema_and_shellcheck(tmp_path: Path) -> None:
-    cloud_init, shellcheck = system_tool("cloud-init"), system_tool("shellcheck")
     c = cfg("secondary", registryMirror={"enabled": True})
-    path = tmp_path / "agent.yaml"
-    path.write_text(cloudinit.render_agent_user_data(c, "general", TOKEN))
-    result = subprocess.run(
-        [cloud_init, "schema", "--config-file", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    user_data = cloudinit.render_agent_user_data(c, "general", TOKEN)
+    assert_cloud_init_schema(user_data, tmp_path / "agent.yaml")
     files = agent_files(c)
     for name in (cloudinit.PRIVATE_ADDRESS_SCRIPT_PATH, cloudinit.INSTALL_SCRIPT_PATH):
-        script = tmp_path / Path(name).name
-        script.write_text(files[name]["content"])
-        result = subprocess.run(
-            [shellcheck, "--severity=style", str(script)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout
+        assert_shellcheck_clean(files[name]["content"], tmp_path / Path(name).name)
 
 
 def test_an_agent_boots_behind_the_same_metadata_fence_as_a_server() -> None:

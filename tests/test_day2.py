@@ -19,7 +19,7 @@ from render import wait_for_api
 from render.cloudinit import ETCD_S3_SECRET_NAME, K3S_CONFIG_PATH, K3S_TLS_DIR, restore_script
 from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 from render.system_upgrade import controller_objects, release, skew_refusal
-from tests.helpers import FakeClock, system_tool, wait_env
+from tests.helpers import FakeClock, assert_shellcheck_clean, wait_env
 from tools.mockrun import Run, SecretValue, evaluate, stack_config
 from tools.plan_diff import effect_of
 
@@ -763,16 +763,13 @@ def run_restore_script(tmp_path: Path, fail: str | None) -> tuple[int, str, list
     cfg = parse(raw, "primary", secret_keys=frozenset({"backupsAccessKey", "backupsSecretKey"}))
 
     script = tmp_path / "k3s-restore.sh"
-    script.write_text(
+    assert_shellcheck_clean(
         restore_script(
             cfg, "etcd-snapshot-cp-1-1700000000", ("AKIA-restore-key", "restore-secret-value")
-        )
+        ),
+        script,
     )
     script.chmod(0o700)
-    lint = subprocess.run(
-        [system_tool("shellcheck"), "--severity=style", str(script)], capture_output=True
-    )
-    assert lint.returncode == 0, lint.stdout
     stubs, log = tmp_path / "bin", tmp_path / "calls"
     stubs.mkdir()
     for name in ("sovereign-k3s-install", "k3s", "systemctl"):

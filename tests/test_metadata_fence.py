@@ -11,17 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from checks.preflight import parse as parse_config
 from config.models import StackConfig
 from render import cloudinit, metadata_fence
-from tests.helpers import system_tool
-from tools.mockrun import stack_config
-
-TOKEN = "T" * cloudinit.K3S_TOKEN_LENGTH
-
-
-def cfg(stack: str) -> StackConfig:
-    return parse_config(stack_config(stack), stack)
+from tests.helpers import TOKEN, cfg, system_tool
 
 
 def user_data(c: StackConfig, node: int, boot: cloudinit.ServerBoot | None = None) -> Any:

@@ -144,14 +144,19 @@ def test_secret_values_stay_hidden_even_inside_validator_messages() -> None:
     assert "sovereign:region.key = [redacted]: must start with its location '[redacted]'" in message
 
 
-def test_a_designated_secret_key_is_read_only_as_a_pulumi_secret(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def mirror_password_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A secret key registered for one test only (the registry is module data)."""
     monkeypatch.setattr(
         secret_config,
         "SECRET_KEYS",
         {**secret_config.SECRET_KEYS, "mirrorPassword": "the mirror password"},
     )
+    return "mirrorPassword"
+
+
+@pytest.mark.usefixtures("mirror_password_key")
+def test_a_designated_secret_key_is_read_only_as_a_pulumi_secret() -> None:
     probe: dict[str, pulumi.Output[str] | None] = {}
 
     def read() -> None:
@@ -168,14 +173,8 @@ def test_a_designated_secret_key_is_read_only_as_a_pulumi_secret(
     assert "hunter2-mirror" not in text, "the models never saw it, so no resource got it in plain"
 
 
-def test_a_designated_secret_key_set_in_plain_text_is_refused(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(
-        secret_config,
-        "SECRET_KEYS",
-        {**secret_config.SECRET_KEYS, "mirrorPassword": "the mirror password"},
-    )
+@pytest.mark.usefixtures("mirror_password_key")
+def test_a_designated_secret_key_set_in_plain_text_is_refused() -> None:
     run = evaluate("primary", {"mirrorPassword": "hunter2-mirror"})
     assert isinstance(run.error, SovereignConfigError)
     message = str(run.error)
