@@ -41,6 +41,9 @@ def verdict(rules: str, cgroup: str, uid: int, daddr: str = "169.254.169.254") -
             return "accept"
         if rule.endswith("reject with icmpx type admin-prohibited"):
             return "reject"
+        if not (cg or owner):
+            # A rule this reading does not know could change the verdict: refuse to guess.
+            raise AssertionError(f"verdict() cannot judge the rule {rule!r}; teach it first")
     return "accept"
 
 
