@@ -297,6 +297,41 @@ def test_pool_changes_touch_only_that_pool(secondary: Run) -> None:
     }
 
 
+def test_a_second_autoscaled_pool_touches_no_other_pool_and_no_server(secondary: Run) -> None:
+    spot = {"serverType": "cpx22", "autoscaling": {"min": 0, "max": 2}}
+    added = _with({**BASE, "spot": spot})
+    changed = _changed(secondary, added)
+    # Its own group and component; the shared autoscaler objects and firewall selectors update
+    # in place; no server, no other pool's object.
+    assert changed == {
+        "omantel-hel1-2-pool-spot",
+        "omantel-hel1-2-pool-spot-spread",
+        "omantel-hel1-2-fw-servers",
+        "slot-06-cluster-autoscaler-hetzner-config",
+        "slot-06-cluster-autoscaler-release",
+    }
+    assert "hcloud/node-group=omantel-hel1-2-spot" in added.one(ATTACHMENT).inputs["labelSelectors"]
+
+
+def test_a_static_pool_turned_autoscaled_says_which_servers_go_undrained() -> None:
+    from checks.workers import removal_warnings
+
+    cfg = parse(
+        {
+            **stack_config("secondary"),
+            "workers": {
+                **BASE,
+                "general": {"serverType": "cpx32", "autoscaling": {"min": 1, "max": 4}},
+            },
+        },
+        "secondary",
+    )
+    live = {"omantel-hel1-2-general-1": "general", "omantel-hel1-2-general-2": "general"}
+    warned = removal_warnings(cfg, live)
+    assert [w.split(" ", 2)[1] for w in warned] == list(live)
+    assert all("WITHOUT a drain" in w for w in warned)
+
+
 def test_the_ingress_load_balancer_follows_an_autoscaled_pool_by_its_node_group() -> None:
     workers = {**BASE, "burst": {**BASE["burst"], "autoscaling": {"min": 1, "max": 3}}}
     cilium = stack_config("secondary").get("cilium", {})
