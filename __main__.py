@@ -12,7 +12,7 @@ from checks import versions
 from checks.day2 import live_shape_problems, older_region_notices, skew_problems
 from checks.hetzner import api_public_notice, cloud_controller_problems
 from checks.preflight import preflight
-from checks.tenants import vcluster_mode_problems
+from checks.tenants import vcluster_mode_problems, vcluster_storage_problems
 from checks.upgrades import first_cilium_line, running_of, step_problems
 from checks.workers import autoscaling_notices, autoscaling_warnings, removal_warnings
 from components import cluster_objects
@@ -78,6 +78,7 @@ cilium_first = first_cilium_line(cfg, recorded_cilium_first(live), running)
 skew = [
     *(step_problems(cfg, running) or skew_problems(cfg, recorded)),
     *vcluster_mode_problems(cfg, {server: spec.labels for server, spec in live.items()}),
+    *vcluster_storage_problems(cfg, {server: spec.labels for server, spec in live.items()}),
     *live_shape_problems(cfg, {server: spec.labels for server, spec in live.items()}),
     # A node keeps the providerID its first controller gave it: no silent switch of a live one.
     *cloud_controller_problems(

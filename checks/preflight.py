@@ -13,7 +13,7 @@ from checks import versions
 from checks.day2 import day2_problems
 from checks.hetzner import api_public_problems, load_balancer_problems, server_type_problems
 from checks.tenants import quota_preflight_problems
-from checks.workers import worker_problems
+from checks.workers import volume_locality_problems, worker_problems
 from config import grammar
 from config.errors import Problem
 from config.models import StackConfig, parse_config
@@ -257,6 +257,7 @@ def preflight(cfg: StackConfig) -> list[Problem]:
         *load_balancer_problems(cfg),
         *api_public_problems(cfg),
         *worker_problems(cfg),
+        *volume_locality_problems(cfg),
         *versions.problems(cfg),
         *gating_problems(cfg),
         *pod_security_problems(cfg),

@@ -14,7 +14,7 @@ from render.helm import RenderedObject
 from render.manifests import pod_templates
 from render.slots import active_vclusters
 from render.tenants import QUOTA_KEYS, quota_hard
-from render.vcluster import Mode, coredns_objects, mode, mode_label_key
+from render.vcluster import Mode, coredns_objects, mode, mode_label_key, storage_label_key
 
 ROOTLESS_DOCS: Final = "loft-sh/vcluster-docs deploy/security/rootless-mode (0.20)"
 
@@ -54,6 +54,43 @@ def vcluster_mode_problems(
                     f"{'false' if deployed == 'root' else 'true'}"
                     + (" with podSecurity.enforce 'baseline'" if deployed == "root" else "")
                     + ", or recreate the vCluster (docs/security.md, 'Rootless vClusters')",
+                )
+            )
+            break
+    return problems
+
+
+def vcluster_storage_problems(
+    cfg: StackConfig, live_labels: Mapping[str, Mapping[str, str]]
+) -> list[Problem]:
+    """Refuse moving a live vCluster's data volume to another StorageClass (server -> labels).
+
+    The class is part of the StatefulSet's volumeClaimTemplates, which Kubernetes does not let
+    an update change, and no data would move with it: the release would fail at `up`.
+    """
+    problems: list[Problem] = []
+    for vcluster in active_vclusters(cfg):
+        wanted = cfg.vclusters.spec(vcluster).storage_class
+        key = storage_label_key(vcluster)
+        for server, labels in sorted(live_labels.items()):
+            if live_mode(labels, mode_label_key(vcluster)) == "none":
+                continue  # not deployed there yet: a new vCluster takes any class
+            # No label: deployed before hcloud-volumes existed, when every vCluster used
+            # local-path.
+            deployed = labels.get(key, "local-path")
+            if deployed in ("none", wanted):
+                continue
+            problems.append(
+                Problem(
+                    f"sovereign:vclusters.{vcluster}.storageClass",
+                    repr(wanted),
+                    f"the {vcluster.upper()} vCluster of this live region keeps its data on "
+                    f"{deployed} (server {server}"
+                    + (f" records {key}={deployed}" if key in labels else f" has no {key} label")
+                    + "), and a StatefulSet's volume class cannot change (Kubernetes refuses "
+                    "the update; no data would move). Set "
+                    f"sovereign:vclusters.{vcluster}.storageClass: {deployed}, or recreate the "
+                    "vCluster from a backup of its data (docs/day2.md, 'Durable vCluster data')",
                 )
             )
             break

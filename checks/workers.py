@@ -12,7 +12,9 @@ from config.server_types import CATALOGUE, Catalogue
 from config.workers import SPREAD_GROUP_MAX, Taint
 from render import autoscaler
 from render.cloudinit import K3S_TOKEN_LENGTH, USER_DATA_CAP, render_agent_user_data
+from render.hcloud import HCLOUD_VOLUMES
 from render.naming import worker_name
+from render.slots import active_vclusters
 
 # Kubernetes refuses a Secret over 1 MiB (kubernetes.io/docs/concepts/configuration/secret,
 # "Restrictions": "Individual Secrets are limited to 1MiB in size"; checked 2026-12-04). The
@@ -242,6 +244,42 @@ def autoscaling_notices(cfg: StackConfig) -> list[str]:
             for pool in autoscaler.autoscaled_pools(cfg)
         )
         if bounds is not None
+    ]
+
+
+def volume_locality_problems(cfg: StackConfig) -> list[Problem]:
+    """Refuse a pool outside the region's location: a vCluster scheduled there would be away
+    from its volume.
+
+    A Hetzner volume lives in one location and attaches only to a server there
+    (docs.hetzner.com/cloud/volumes/overview, checked 2026-12-04); the CSI driver creates each
+    vCluster's `hcloud-volumes` claim in the region's location (render/hcloud.py), and the
+    vCluster pods may run on any pool their tolerations admit. Every pool's servers are created
+    in sovereign:region.location, so the key may only repeat it.
+    """
+    on_volumes = [
+        name
+        for name in active_vclusters(cfg)
+        if cfg.vclusters.spec(name).storage_class == HCLOUD_VOLUMES
+    ]
+    region = cfg.region.location
+    return [
+        Problem(
+            f"sovereign:workers.{pool}.location",
+            repr(spec.location),
+            f"a pool lives in the region's location, {region!r} (sovereign:region.location): "
+            "a Hetzner volume attaches only to servers of its own location, so "
+            + (
+                f"the {', '.join(n.upper() for n in on_volumes)} vCluster(s) on hcloud-volumes "
+                "could be scheduled away from their volumes there"
+                if on_volumes
+                else "a vCluster on hcloud-volumes could be scheduled away from its volume there"
+            )
+            + f". Remove the key (or set {region!r}); servers elsewhere are a region of their own "
+            "(a stack with its own region.location)",
+        )
+        for pool, spec in sorted(cfg.workers.items())
+        if spec.location is not None and spec.location != region
     ]
 
 

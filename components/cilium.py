@@ -13,7 +13,7 @@ from components.helm import release
 from components.kubeconfig import NodeWait, wait_for_nodes
 from config.models import StackConfig
 from render.charts import Chart
-from render.cilium import cilium_values, ingress_gateway, metadata_deny_policy
+from render.cilium import cilium_values, ingress_gateway, metadata_deny_policies
 from render.manifest_files import gateway_api_files, project_path
 from render.pins import verified
 
@@ -60,14 +60,18 @@ class Cilium(pulumi.ComponentResource):
             parent=self,
             depends_on=waits,
         )
-        self.metadata_policy = k8s.apiextensions.CustomResource(
-            f"{name}-deny-metadata",
-            api_version="cilium.io/v2",
-            kind="CiliumClusterwideNetworkPolicy",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name="deny-hetzner-metadata"),
-            spec=metadata_deny_policy(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
-        )
+        # The first keeps the resource name of the single deny it replaces (updated in place).
+        self.metadata_policies = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-deny-metadata" if index == 0 else f"{name}-deny-metadata-{index}",
+                api_version="cilium.io/v2",
+                kind="CiliumClusterwideNetworkPolicy",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=policy),
+                spec=spec,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+            )
+            for index, (policy, spec) in enumerate(metadata_deny_policies())
+        ]
         self.nodes_ready: pulumi.Resource | None = None
         if args.nodes is not None:
             # A child of this slot: every slot that runs after 01 waits for it too.

@@ -53,6 +53,7 @@ from render.system_upgrade import (
     version_label,
 )
 from render.vcluster import mode_labels as vcluster_mode_labels
+from render.vcluster import storage_labels as vcluster_storage_labels
 
 # Changing any of these makes Hetzner rebuild the server: a silent replacement of a running
 # control plane. They are ignored except on the one server sovereign:replacement.server names.
@@ -370,6 +371,8 @@ class ControlPlane(pulumi.ComponentResource):
                     API_ENDPOINT_LABEL_KEY: api_endpoint_label(cfg),
                     # And how each vCluster runs (root or rootless), which a live one keeps.
                     **vcluster_mode_labels(cfg),
+                    # And each vCluster's StorageClass, which a live one keeps.
+                    **vcluster_storage_labels(cfg),
                     # And who initialised its node (checks/hetzner.py refuses a switch).
                     CLOUD_CONTROLLER_LABEL_KEY: cfg.cloud_controller,
                 },

@@ -1,4 +1,5 @@
-"""The cluster's Hetzner token (Secret kube-system/hcloud) and slot 04, the cloud controller."""
+"""The cluster's Hetzner token (Secret kube-system/hcloud), slot 04 (the cloud controller) and
+slot 05 (the CSI driver)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from config.models import StackConfig
 from render.hcloud import (
     CCM_CHART,
     CCM_RELEASE,
+    CSI_CHART,
+    CSI_RELEASE,
     HCLOUD_NAMESPACE,
     HCLOUD_SECRET,
     ccm_values,
+    csi_values,
     hcloud_secret_data,
 )
 
@@ -78,6 +82,29 @@ class CloudController(pulumi.ComponentResource):
             chart=CCM_CHART,
             namespace=HCLOUD_NAMESPACE,
             values=ccm_values(args.cfg),
+            timeout_seconds=args.cfg.releases.timeout_seconds,
+            parent=self,
+            depends_on=waits,
+        )
+        self.register_outputs({"status": self.release.status})
+
+
+class CsiDriver(pulumi.ComponentResource):
+    """Slot 05: the Hetzner CSI driver and its `hcloud-volumes` StorageClass."""
+
+    TYPE: Final = "sovereign:slot:CsiDriver"
+
+    def __init__(
+        self, name: str, args: CloudControllerArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__(self.TYPE, name, None, opts)
+        waits = [*args.after, *([args.secret] if args.secret is not None else [])]
+        self.release = release(
+            f"{name}-release",
+            release_name=CSI_RELEASE,
+            chart=CSI_CHART,
+            namespace=HCLOUD_NAMESPACE,
+            values=csi_values(args.cfg),
             timeout_seconds=args.cfg.releases.timeout_seconds,
             parent=self,
             depends_on=waits,

@@ -15,7 +15,7 @@ import pulumi
 from components.autoscaler import ClusterAutoscaler, ClusterAutoscalerArgs
 from components.cert_manager import CertManager, CertManagerArgs
 from components.cilium import Cilium, CiliumArgs
-from components.hcloud import CloudController, CloudControllerArgs
+from components.hcloud import CloudController, CloudControllerArgs, CsiDriver
 from components.kubeconfig import NodeWait
 from components.system_upgrade import SystemUpgrade, SystemUpgradeArgs
 from components.vcluster import VClusterArgs, VClusterSlot
@@ -72,6 +72,14 @@ def _cloud_controller(
     )
 
 
+def _csi_driver(
+    name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
+) -> pulumi.ComponentResource:
+    return CsiDriver(
+        name, CloudControllerArgs(cfg=cfg, after=slot.after, secret=slot.hcloud_secret), opts
+    )
+
+
 def _vcluster(vcluster: VClusterName) -> Build:
     def build(
         name: str, cfg: StackConfig, slot: SlotInputs, opts: pulumi.ResourceOptions
@@ -104,6 +112,7 @@ BUILDERS: Final[Mapping[int, Build]] = {
     2: _cert_manager,
     3: _system_upgrade,
     4: _cloud_controller,
+    5: _csi_driver,
     6: _cluster_autoscaler,
     54: _vcluster("dmz"),
     58: _vcluster("mgmt"),

@@ -561,6 +561,14 @@ class VCluster(ConfigModel):
         description="Tolerations of the vCluster pod, e.g. for a tainted worker pool kept "
         "for it ({key, operator, value, effect}).",
     )
+    storage_class: Literal["hcloud-volumes", "local-path"] = Field(
+        default="hcloud-volumes",
+        description="StorageClass of the vCluster's data volume: `hcloud-volumes` (Hetzner "
+        "CSI, slot 05: a network volume in the region's location that outlives its server, "
+        "10 GiB minimum, billed) or `local-path` (k3s: the server's own disk, fast and free, "
+        "lost with that server). Fixed at creation: a live vCluster keeps its class "
+        "(docs/day2.md, 'Durable vCluster data').",
+    )
 
 
 class Releases(ConfigModel):

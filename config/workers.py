@@ -145,6 +145,12 @@ class WorkerPool(ConfigModel):
         max_length=10,
         description="Node taints; some pod the program deploys must tolerate each.",
     )
+    location: str | None = Field(
+        default=None,
+        description="Unset or the region's own location: a pool lives where the region lives "
+        "(a Hetzner volume attaches only to a server in its location; a pool elsewhere is a "
+        "region of its own).",
+    )
     placement_group: bool = Field(
         default=True,
         description=f"A spread placement group of the pool's own (Hetzner: at most "

@@ -692,11 +692,15 @@ def user_data_secret_violations(
 
 
 def _image_refs(value: object, path: str) -> list[tuple[str, str]]:
-    """(path, image) for every image a values tree names: `image: repo:tag` strings and
-    `{registry, repository, tag, digest}` mappings."""
+    """(path, image) for every image a values tree names: `image: repo:tag` strings,
+    `{registry, repository, tag, digest}` mappings and `{name, tag}` mappings whose name is a
+    repository path (the hcloud-csi chart's `<part>.image.<container>`)."""
     found: list[tuple[str, str]] = []
     mapping = _mapping(value)
     if mapping:
+        name = mapping.get("name")
+        if isinstance(name, str) and "/" in name and isinstance(mapping.get("tag"), str):
+            found.append((path, f"{name}:{mapping.get('tag')}"))
         repository = mapping.get("repository")
         if isinstance(repository, str) and repository and ("tag" in mapping or "digest" in mapping):
             digest = mapping.get("digest")

@@ -7,6 +7,7 @@ from typing import Any, Final
 from config.models import StackConfig
 from config.support import minor, minor_key
 from render.cloudinit import api_endpoint, node_kinds, reachable_api
+from render.metadata_fence import METADATA_POD_EXCEPTIONS, MetadataPodException
 from render.naming import POOL_LABEL_KEY, prefix
 from render.system_pods import cilium_resources
 
@@ -144,11 +145,61 @@ def ingress_gateway(cfg: StackConfig) -> dict[str, Any] | None:
     }
 
 
-def metadata_deny_policy() -> dict[str, Any]:
-    """Pods may not read Hetzner's metadata service: user_data there holds the k3s token."""
+NAMESPACE_SELECTOR_KEY: Final = "k8s:io.kubernetes.pod.namespace"
+METADATA_POLICY: Final = "deny-hetzner-metadata"
+
+
+def _deny(selector: dict[str, Any]) -> dict[str, Any]:
     return {
-        "endpointSelector": {},
+        "endpointSelector": selector,
         # Only deny this one destination; do not switch every endpoint to default-deny.
         "enableDefaultDeny": {"egress": False, "ingress": False},
         "egressDeny": [{"toCIDR": [METADATA_CIDR]}],
     }
+
+
+def metadata_deny_policies(
+    exceptions: tuple[MetadataPodException, ...] = METADATA_POD_EXCEPTIONS,
+) -> list[tuple[str, dict[str, Any]]]:
+    """Pods may not read Hetzner's metadata service (user_data holds the k3s token), except the
+    pods of `exceptions`: (CiliumClusterwideNetworkPolicy name, spec) pairs.
+
+    A deny wins over every allow in Cilium, so an exception cannot be an allow rule: the denies
+    select everything but the exempted pods. Label selectors only AND, so the complement of
+    "namespace N and every exempted label" is the union of one deny outside N and, inside N, one
+    deny per label key (NotIn the exempted values). All exceptions share one namespace.
+    """
+    if not exceptions:
+        return [(METADATA_POLICY, _deny({}))]
+    namespaces = {e.namespace for e in exceptions}
+    if len(namespaces) != 1:
+        raise ValueError(f"metadata exceptions in more than one namespace: {sorted(namespaces)}")
+    (namespace,) = namespaces
+    policies = [
+        (
+            METADATA_POLICY,
+            _deny(
+                {
+                    "matchExpressions": [
+                        {"key": NAMESPACE_SELECTOR_KEY, "operator": "NotIn", "values": [namespace]}
+                    ]
+                }
+            ),
+        )
+    ]
+    for key in sorted({k for e in exceptions for k in e.labels}):
+        values = sorted({e.labels[key] for e in exceptions if key in e.labels})
+        policies.append(
+            (
+                f"{METADATA_POLICY}-{namespace}-{len(policies)}",
+                _deny(
+                    {
+                        "matchLabels": {NAMESPACE_SELECTOR_KEY: namespace},
+                        "matchExpressions": [
+                            {"key": f"k8s:{key}", "operator": "NotIn", "values": values}
+                        ],
+                    }
+                ),
+            )
+        )
+    return policies

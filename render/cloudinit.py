@@ -567,7 +567,8 @@ def k3s_server_config(
         "flannel-backend": "none",
         "disable-network-policy": True,
         "disable-kube-proxy": True,
-        # local-path stays: it is the default StorageClass the vCluster PVCs use.
+        # local-path stays: k3s's default StorageClass, a vCluster's data class on request
+        # (vclusters.<name>.storageClass; hcloud-volumes is the program's default).
         "disable": ["traefik", "servicelb"],
         "node-label": [
             f"{REGION_LABEL_KEY}={region_label(cfg)}",

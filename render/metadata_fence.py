@@ -22,11 +22,13 @@ names the k3s installer gives a server and an agent; a worker pool's agents boot
 renderer), so no pod ever starts
 before it; ordering it after cloud-final instead would leave every reboot a window in which k3s
 and its host-network pods run unfenced, and cloud-init needs no such ordering since its
-stages are services. The CSI node plugin is an ordinary pod: Cilium's policy covers it.
+stages are services. The CSI node plugin is an ordinary pod (pod network): Cilium's deny leaves
+it out by namespace and labels (METADATA_POD_EXCEPTIONS below), and this fence never sees it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -110,3 +112,40 @@ ExecStart=/usr/sbin/nft -f {FENCE_RULES_PATH}
 WantedBy=multi-user.target
 RequiredBy=k3s.service k3s-agent.service
 """
+
+
+# --- the pod side: Cilium's deny policy and the pods it exempts -------------------------------
+
+# Who Cilium's metadata deny (render/cilium.py `metadata_deny_policies`) leaves out: pods on the
+# pod network that cannot start without the metadata service. Each is matched by its namespace
+# and its chart's pod labels, all of them at once; a pod with the same labels in any other
+# namespace, or in kube-system with one label different, is denied. Who can create pods in
+# kube-system can read the token from its Secrets anyway.
+HCLOUD_CSI_NODE_LABELS: Final = {
+    # hetznercloud/csi-driver chart/templates/node/daemonset.yaml@v2.22.1: the standard labels
+    # (name = chart name, as nameOverride is unset) plus the component.
+    "app.kubernetes.io/name": "hcloud-csi",
+    "app.kubernetes.io/component": "node",
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetadataPodException:
+    """Pods the Cilium deny leaves out: namespace and labels, what it reads and the source."""
+
+    what: str
+    namespace: str
+    labels: Mapping[str, str]
+    source: str
+
+
+METADATA_POD_EXCEPTIONS: Final = (
+    MetadataPodException(
+        what="Hetzner CSI node plugin (DaemonSet hcloud-csi-node, pod network)",
+        namespace="kube-system",
+        labels=HCLOUD_CSI_NODE_LABELS,
+        source="hetznercloud/csi-driver cmd/main.go and internal/app/app.go@v2.22.1: reads "
+        "/instance-id at start (no override) and exits without it; node.hostNetwork is false "
+        "by default (chart values.yaml)",
+    ),
+)

@@ -17,7 +17,15 @@ from render import autoscaler
 from render.cert_manager import cert_manager_values
 from render.charts import Chart
 from render.cilium import cilium_values
-from render.hcloud import CCM_CHART, CCM_RELEASE, HCLOUD_NAMESPACE, ccm_values
+from render.hcloud import (
+    CCM_CHART,
+    CCM_RELEASE,
+    CSI_CHART,
+    CSI_RELEASE,
+    HCLOUD_NAMESPACE,
+    ccm_values,
+    csi_values,
+)
 from render.helm import RenderedObject
 from render.manifest_files import gateway_api_crds
 from render.slots import Slot, active_slots
@@ -74,6 +82,14 @@ def _release(cfg: StackConfig, slot: Slot) -> ReleaseSpec | None:
             chart=CCM_CHART,
             namespace=HCLOUD_NAMESPACE,
             values=ccm_values(cfg),
+        )
+    if slot.release == CSI_RELEASE:
+        return ReleaseSpec(
+            slot=slot.number,
+            name=CSI_RELEASE,
+            chart=CSI_CHART,
+            namespace=HCLOUD_NAMESPACE,
+            values=csi_values(cfg),
         )
     if slot.release == autoscaler.RELEASE:
         return ReleaseSpec(

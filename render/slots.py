@@ -50,6 +50,8 @@ SLOTS: Final[tuple[Slot, ...]] = (
     Slot(number=3, release="system-upgrade", after=(1, 4), roles=EVERY_REGION),
     # Hetzner cloud controller manager: providerID, node addresses, LoadBalancer Services.
     Slot(number=4, release="hcloud-ccm", after=(1,), roles=EVERY_REGION, when=_hetzner_ccm),
+    # Hetzner CSI driver: the `hcloud-volumes` StorageClass a vCluster's data may live on.
+    Slot(number=5, release="hcloud-csi", after=(1, 4), roles=EVERY_REGION),
     # cluster-autoscaler, only where some worker pool sets `autoscaling`: it creates and deletes
     # those pools' servers. After 04: it finds a node's server by the providerID the CCM sets
     # (render/cluster_autoscaler.yaml), and a node still `uninitialized` schedules nothing.
@@ -61,9 +63,10 @@ SLOTS: Final[tuple[Slot, ...]] = (
         roles=EVERY_REGION,
         when=autoscaler.enabled,
     ),
-    Slot(number=54, release="dmz-vcluster", after=(1, 2), roles=EVERY_REGION, vcluster="dmz"),
-    Slot(number=58, release="mgmt-vcluster", after=(1, 2), roles=PRIMARY, vcluster="mgmt"),
-    Slot(number=59, release="rtz-vcluster", after=(1, 2), roles=SECONDARY, vcluster="rtz"),
+    # Each vCluster after its volumes can be provisioned (05) and cert-manager (02).
+    Slot(number=54, release="dmz-vcluster", after=(1, 2, 5), roles=EVERY_REGION, vcluster="dmz"),
+    Slot(number=58, release="mgmt-vcluster", after=(1, 2, 5), roles=PRIMARY, vcluster="mgmt"),
+    Slot(number=59, release="rtz-vcluster", after=(1, 2, 5), roles=SECONDARY, vcluster="rtz"),
 )
 
 

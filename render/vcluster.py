@@ -12,6 +12,7 @@ import yaml
 
 from config.models import StackConfig, VCluster, VClusterName
 from render.charts import Chart
+from render.hcloud import HCLOUD_VOLUME_MIN_GI, HCLOUD_VOLUMES
 from render.helm import RenderedObject
 from render.manifests import PodTemplate
 from render.naming import REGION_LABEL_KEY, region_label
@@ -158,6 +159,35 @@ def mode(spec: VCluster) -> Mode:
     return "rootless" if spec.rootless else "root"
 
 
+# The data volume: 5Gi on the server's disk; a Hetzner volume is 10 GiB at least (render/hcloud.py).
+LOCAL_VOLUME_GI: Final = 5
+# `openova.io/vcluster-<name>-storage` on every control-plane server: the StorageClass of each
+# vCluster this `up` deploys, read back at the next preview. A StatefulSet's volumeClaimTemplates
+# cannot change (Kubernetes refuses the update), so a live vCluster keeps its class. A live
+# server without the label was created when every vCluster was on local-path.
+STORAGE_LABEL_SUFFIX: Final = "-storage"
+
+
+def volume_size(spec: VCluster) -> str:
+    size = HCLOUD_VOLUME_MIN_GI if spec.storage_class == HCLOUD_VOLUMES else LOCAL_VOLUME_GI
+    return f"{size}Gi"
+
+
+def storage_label_key(vcluster: VClusterName) -> str:
+    return f"{MODE_LABEL_PREFIX}{vcluster}{STORAGE_LABEL_SUFFIX}"
+
+
+def storage_labels(cfg: StackConfig) -> dict[str, str]:
+    """The StorageClass of every vCluster this `up` deploys (none for the others)."""
+    active = active_vclusters(cfg)
+    return {
+        storage_label_key(name): cfg.vclusters.spec(name).storage_class
+        if name in active
+        else "none"
+        for name in ALL_VCLUSTERS
+    }
+
+
 def mode_labels(cfg: StackConfig) -> dict[str, str]:
     """`openova.io/vcluster-<name>`: the mode of every vCluster this `up` deploys, else none."""
     active = active_vclusters(cfg)
@@ -226,7 +256,11 @@ def vcluster_values(cfg: StackConfig, spec: VCluster) -> dict[str, Any]:
                     "limits": {"cpu": "2", "memory": "1Gi"},
                 },
                 "persistence": {
-                    "volumeClaim": {"enabled": True, "size": "5Gi", "storageClass": "local-path"}
+                    "volumeClaim": {
+                        "enabled": True,
+                        "size": volume_size(spec),
+                        "storageClass": spec.storage_class,
+                    }
                 },
                 "scheduling": scheduling,
                 "security": security,

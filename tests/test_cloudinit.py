@@ -43,7 +43,7 @@ def test_k3s_runs_without_flannel_kube_proxy_or_network_policy() -> None:
     assert flags["disable-network-policy"] is True
     assert flags["disable-kube-proxy"] is True
     assert flags["disable"] == ["traefik", "servicelb"]
-    assert "local-storage" not in flags["disable"], "local-path is the vCluster PVCs' class"
+    assert "local-storage" not in flags["disable"], "local-path stays selectable"
     assert not any("cloud-provider" in key for key in flags)
 
 

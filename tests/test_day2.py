@@ -63,6 +63,8 @@ def live(stack: str, version: str, boot: str = "init") -> list[dict[str, Any]]:
                 "openova.io/deployer-binding": "boot",
                 # Booted for the Hetzner CCM (checks/hetzner.py refuses a switch).
                 CLOUD_CONTROLLER_LABEL_KEY: "hetzner",
+                # Its vClusters' data on Hetzner volumes (checks/tenants.py).
+                **{f"openova.io/vcluster-{vc}-storage": "hcloud-volumes" for vc in active},
                 # Deployed by this program: its vClusters rootless (checks/tenants.py).
                 **{
                     f"openova.io/vcluster-{vc}": "rootless" if vc in active else "none"

@@ -135,6 +135,8 @@ def live_servers(controller: str | None) -> list[dict[str, Any]]:
         "openova.io/vcluster-mgmt": "rootless",
         "openova.io/vcluster-dmz": "rootless",
         "openova.io/vcluster-rtz": "none",
+        "openova.io/vcluster-mgmt-storage": "hcloud-volumes",
+        "openova.io/vcluster-dmz-storage": "hcloud-volumes",
     }
     if controller is not None:
         labels[CLOUD_CONTROLLER_LABEL_KEY] = controller

@@ -34,6 +34,16 @@ KUBE_DNS = pod("kube-dns", "kube-system", **{"k8s-app": "kube-dns"})
 METRICS = pod("metrics-server", "kube-system", **{"k8s-app": "metrics-server"})
 CERT_MANAGER = pod("cert-manager-webhook", "cert-manager", app="webhook")
 UPGRADER = pod("system-upgrade-controller", "system-upgrade", app="system-upgrade-controller")
+CSI = {"app.kubernetes.io/name": "hcloud-csi", "app.kubernetes.io/instance": "hcloud-csi"}
+CSI_NODE = pod("hcloud-csi-node", "kube-system", **CSI, **{"app.kubernetes.io/component": "node"})
+CSI_CONTROLLER = pod(
+    "hcloud-csi-controller", "kube-system", **CSI, **{"app.kubernetes.io/component": "controller"}
+)
+NOT_CSI_NODE = pod(
+    "other-node-agent",
+    "kube-system",
+    **{"app.kubernetes.io/name": "other", "app.kubernetes.io/component": "node"},
+)
 API = entity("kube-apiserver")
 GATEWAY = entity("ingress")
 WORLD = entity("world", "203.0.113.50")
@@ -73,6 +83,12 @@ SYSTEM: list[Row] = [
     # The metadata service is denied to every pod, even where egress is otherwise open.
     (METRICS, METADATA, 80, "TCP", False),
     (CERT_MANAGER, METADATA, 80, "TCP", False),
+    # Except the Hetzner CSI node plugin (kube-system and both its chart labels): each of the
+    # kube-system denies is what keeps a pod with one of them only out (tests/test_csi.py has
+    # the whole table).
+    (CSI_NODE, METADATA, 80, "TCP", True),
+    (CSI_CONTROLLER, METADATA, 80, "TCP", False),
+    (NOT_CSI_NODE, METADATA, 80, "TCP", False),
     (METRICS, WORLD, 443, "TCP", True),
     # A zone admits the other zones and kube-system, not every namespace of the cluster.
     (CERT_MANAGER, DMZ, 8080, "TCP", False),

@@ -29,6 +29,7 @@ def test_the_plan_lists_each_release_with_objects_by_kind_and_images() -> None:
         "cert-manager",
         "system-upgrade-controller",
         "hcloud-ccm",
+        "hcloud-csi",
         "cluster-autoscaler",
         "dmz-vcluster",
         "rtz-vcluster",

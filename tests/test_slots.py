@@ -66,8 +66,9 @@ def test_primary_registers_exactly_the_table_graph(primary: Run) -> None:
             2: {1, 4},
             3: {1, 4},
             4: {1},
-            54: {1, 2},
-            58: {1, 2},
+            5: {1, 4},
+            54: {1, 2, 5},
+            58: {1, 2, 5},
         }
     )
 
@@ -81,17 +82,25 @@ def test_secondary_registers_exactly_the_table_graph(secondary: Run) -> None:
             2: {1, 4},
             3: {1, 4},
             4: {1},
+            5: {1, 4},
             # The committed secondary has an autoscaled pool (the primary none: no slot 06).
             6: {1, 4},
-            54: {1, 2},
-            59: {1, 2},
+            54: {1, 2, 5},
+            59: {1, 2, 5},
         }
     )
 
 
 def test_primary_stack_has_mgmt_and_dmz_but_no_rtz(primary: Run) -> None:
     names = {r.inputs["name"] for r in primary.of_type(RELEASE)}
-    assert names == {"cilium", "hcloud-ccm", "cert-manager", "dmz-vcluster", "mgmt-vcluster"}
+    assert names == {
+        "cilium",
+        "hcloud-ccm",
+        "hcloud-csi",
+        "cert-manager",
+        "dmz-vcluster",
+        "mgmt-vcluster",
+    }
 
 
 def test_secondary_stack_has_rtz_but_no_mgmt_vcluster(secondary: Run) -> None:
@@ -99,6 +108,7 @@ def test_secondary_stack_has_rtz_but_no_mgmt_vcluster(secondary: Run) -> None:
     assert names == {
         "cilium",
         "hcloud-ccm",
+        "hcloud-csi",
         "cert-manager",
         "cluster-autoscaler",
         "dmz-vcluster",
@@ -113,8 +123,8 @@ def test_each_role_runs_its_slots_in_table_order() -> None:
     from tools.mockrun import stack_config
 
     for stack, expected in (
-        ("primary", [1, 4, 2, 3, 54, 58]),
-        ("secondary", [1, 4, 2, 3, 6, 54, 59]),
+        ("primary", [1, 4, 2, 3, 5, 54, 58]),
+        ("secondary", [1, 4, 2, 3, 5, 6, 54, 59]),
     ):
         cfg = parse_config(stack_config(stack), stack)
         assert [slot.number for slot in active_slots(cfg)] == expected
@@ -157,6 +167,7 @@ def test_a_vcluster_can_be_switched_off_in_its_role() -> None:
     assert {r.inputs["name"] for r in run.of_type(RELEASE)} == {
         "cilium",
         "hcloud-ccm",
+        "hcloud-csi",
         "cert-manager",
         "mgmt-vcluster",
     }
@@ -242,11 +253,11 @@ def test_each_slots_releases_wait_for_every_resource_of_the_slots_before(
                 f"{release.name} (slot {own}) does not wait for {missing} (slot {before})"
             )
             gated += 1
-    # The CCM after Cilium; cert-manager and the upgrade controller's two manifests after Cilium
-    # and the CCM; each vCluster after Cilium and cert-manager; the autoscaler (where a pool
-    # opts in) after Cilium and the CCM.
+    # The CCM after Cilium; cert-manager, the upgrade controller's two manifests and the CSI
+    # driver after Cilium and the CCM; each vCluster after Cilium, cert-manager and the CSI; the
+    # autoscaler (where a pool opts in) after Cilium and the CCM.
     autoscaler = sum(1 for r in run.of_type(RELEASE) if r.inputs["name"] == "cluster-autoscaler")
-    assert gated == 1 + 2 * 3 + 2 * len(active_vclusters_of(run)) + 2 * autoscaler
+    assert gated == 1 + 2 * 4 + 3 * len(active_vclusters_of(run)) + 2 * autoscaler
 
 
 def active_vclusters_of(run: Run) -> list[str]:

@@ -26,6 +26,8 @@ def live_primary(**modes: str) -> list[dict[str, Any]]:
         "openova.io/k3s-version": "v1.35.6-k3s1",
         "openova.io/k3s-boot": "init",
         CLOUD_CONTROLLER_LABEL_KEY: "hetzner",
+        # Not what these tests are about: the data class the committed stacks ask for.
+        **{f"openova.io/vcluster-{vc}-storage": "hcloud-volumes" for vc in ("mgmt", "dmz", "rtz")},
     }
     labels.update({f"openova.io/vcluster-{name}": value for name, value in modes.items()})
     return [{"name": "omantel-fsn1-cp-1", "labels": labels, "deleteProtection": True}]
@@ -173,7 +175,8 @@ def test_the_vclusters_own_pods_fit_the_default_quotas(stack: str) -> None:
         assert used["requests.cpu"] == Fraction("0.24")  # syncer 200m + 2 x CoreDNS 20m
         assert used["limits.memory"] == parse_quantity("1Gi") + 2 * parse_quantity("170Mi")
         assert used["pods"] == 3
-        assert used["requests.storage"] == parse_quantity("5Gi")
+        # A Hetzner volume (the default class) is 10 GiB at least.
+        assert used["requests.storage"] == parse_quantity("10Gi")
         for key, hard in quota_hard(release.spec.vcluster, spec.quota).items():
             assert used[key] <= parse_quantity(hard), (release.spec.name, key)
             if key.startswith(("requests.", "limits.")) or key == "pods":

@@ -38,8 +38,11 @@ def live(
         # The vClusters as they run now (rootless, checks/tenants.py), not what this is about.
         "openova.io/vcluster-dmz": "rootless",
         "openova.io/vcluster-rtz": "rootless",
-        # Not what this is about either: the controller the committed stacks ask for.
+        # Not what this is about either: the controller and the data class the committed stacks
+        # ask for.
         CLOUD_CONTROLLER_LABEL_KEY: "hetzner",
+        "openova.io/vcluster-dmz-storage": "hcloud-volumes",
+        "openova.io/vcluster-rtz-storage": "hcloud-volumes",
     }
     if cilium is not None:
         labels["openova.io/cilium-version"] = cilium

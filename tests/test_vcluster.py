@@ -166,10 +166,11 @@ def test_vcluster_values_shape(primary: Run) -> None:
         "requests": {"cpu": "200m", "memory": "384Mi"},
         "limits": {"cpu": "2", "memory": "1Gi"},
     }
+    # A Hetzner volume by default (slot 05), 10 GiB: Hetzner's smallest.
     assert sts["persistence"]["volumeClaim"] == {
         "enabled": True,
-        "size": "5Gi",
-        "storageClass": "local-path",
+        "size": "10Gi",
+        "storageClass": "hcloud-volumes",
     }
     assert v["controlPlane"]["service"]["spec"]["type"] == "ClusterIP"
     to_host = v["sync"]["toHost"]
