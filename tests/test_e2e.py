@@ -132,6 +132,33 @@ def test_the_sweep_takes_labelled_leftovers_older_than_the_bound_in_delete_order
     assert "omantel-fsn1-cp-1" not in [f.name for f in kept]
 
 
+def test_a_run_deletes_its_autoscalers_servers_before_the_destroy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from checks.preflight import parse
+    from tools import e2e
+    from tools.mockrun import stack_config
+
+    raw = {**stack_config("secondary"), "name": "e2e12040612cd34"}
+    cfg = parse(raw, "secondary")
+    calls: list[tuple[str, str]] = []
+
+    def answer(method: str, path: str, token: str) -> dict[str, Any]:
+        calls.append((method, path))
+        return recorded("hetzner_autoscaled") if method == "GET" else {}
+
+    monkeypatch.setattr(e2e, "hetzner", answer)
+    check = e2e.delete_autoscaled("token", cfg)
+    assert check.ok
+    # Asked by the provider's own label for the run's node group; only that group's servers go.
+    assert calls[0] == (
+        "GET",
+        "/servers?label_selector=hcloud/node-group%3De2e12040612cd34-hel1-2-burst&page=1",
+    )
+    assert calls[1:] == [("DELETE", "/servers/71230001"), ("DELETE", "/servers/71230002")]
+    assert check.detail == "2 deleted (e2e12040612cd34-hel1-2-burst)"
+
+
 def test_a_wait_is_bounded_and_names_what_it_waited_for() -> None:
     clock = [0.0]
     seen: list[str] = []

@@ -34,14 +34,18 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import yaml
 
+from render import autoscaler
 from render.naming import TEST_RUN_LABEL_KEY
 from tools import e2e_checks as checks
 from tools.e2e_checks import Check, WaitTimeoutError, wait_for
 from tools.stacks import E2E_PREFIX, ROOT, PlanError, read_stack_file
+
+if TYPE_CHECKING:
+    from config.models import StackConfig
 
 HETZNER_API: Final = "https://api.hetzner.cloud/v1"
 # Bounds of each wait (seconds): a region from nothing takes servers ~1 min, k3s and the charts
@@ -73,11 +77,14 @@ def hetzner(method: str, path: str, token: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(body)) if body else {}
 
 
-def list_labelled(token: str, collection: str) -> dict[str, Any]:
-    """Every resource of `collection` carrying the test label (all pages)."""
+def list_labelled(
+    token: str, collection: str, selector_text: str = TEST_RUN_LABEL_KEY
+) -> dict[str, Any]:
+    """Every resource of `collection` matching the label selector (all pages); by default the
+    test label."""
     items: list[Any] = []
     page: int | None = 1
-    selector = urllib.parse.quote(TEST_RUN_LABEL_KEY)
+    selector = urllib.parse.quote(selector_text)
     while page is not None:
         doc = hetzner("GET", f"/{collection}?label_selector={selector}&page={page}", token)
         items += cast(list[Any], doc.get(collection) or [])
@@ -99,6 +106,27 @@ def sweep(token: str, older_than: timedelta, keep: str | None) -> Check:
     if failed:
         detail += "; not deleted: " + "; ".join(failed)[:300]
     return Check("sweep of labelled leftovers", not failed, detail)
+
+
+def delete_autoscaled(token: str, cfg: StackConfig) -> Check:
+    """Delete the servers cluster-autoscaler created for the run's autoscaled pools: they are not
+    in Pulumi's state (and carry no test label), so neither the destroy nor the sweep would."""
+    groups = [autoscaler.node_group(cfg, pool) for pool in autoscaler.autoscaled_pools(cfg)]
+    label = autoscaler.facts().node_group_label
+    found: list[tuple[int, str]] = []
+    for group in groups:
+        listing = list_labelled(token, "servers", f"{label}={group}")
+        found += checks.autoscaled_servers(listing, label, groups)
+    failed: list[str] = []
+    for server_id, name in found:
+        try:
+            hetzner("DELETE", f"/servers/{server_id}", token)
+        except Exception as err:  # one stuck server must not keep the others
+            failed.append(f"{name}: {err}")
+    detail = f"{len(found) - len(failed)} deleted ({', '.join(groups)})"
+    if failed:
+        detail += "; not deleted: " + "; ".join(failed)[:300]
+    return Check("autoscaler's servers", not failed, detail)
 
 
 # ---- the Kubernetes API ---------------------------------------------------------------------
@@ -441,6 +469,8 @@ def run(
             _say(f"e2e: --keep: {stack_name} stays up; pulumi destroy --stack {stack_name}")
         else:
             try:
+                if autoscaler.autoscaled_pools(cfg):
+                    results.append(delete_autoscaled(token, cfg))
                 stack.destroy(on_output=_say, color="never")
                 stack.workspace.remove_stack(stack_name)
                 stack_file.unlink(missing_ok=True)

@@ -229,6 +229,20 @@ def leftovers(
     return found
 
 
+def autoscaled_servers(listing: Json, label: str, groups: Sequence[str]) -> list[tuple[int, str]]:
+    """(id, name) of the servers cluster-autoscaler created for `groups` (its label `label`).
+
+    Pulumi's state does not hold them, so a destroy leaves them behind; the run deletes them
+    before it destroys the region (a server outside the groups is never taken, whatever the
+    listing holds).
+    """
+    return [
+        (int(item["id"]), str(item["name"]))
+        for item in cast(list[Json], listing.get("servers") or [])
+        if _sub(item, "labels").get(label) in groups
+    ]
+
+
 # ---- waits and the table --------------------------------------------------------------------
 
 
