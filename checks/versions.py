@@ -14,11 +14,14 @@ from config.errors import Problem
 from config.models import StackConfig
 from config.support import MATRIX, Line, Matrix, minor, minor_key
 from render.charts import VENDOR_DIR, Chart
+from render.hcloud import CCM_CHART, CSI_CHART
 
 K3S_KEY = "sovereign:controlPlane.k3sVersion"
 CILIUM_KEY = "sovereign:cilium.version"
 CERT_MANAGER_KEY = "sovereign:certManager.version"
 GATEWAY_KEY = "sovereign:cilium.gatewayApi.crdsVersion"
+# The Hetzner charts are pinned in code, not config: a bump moves render/hcloud.py.
+HCLOUD_KEY = "render/hcloud.py"
 
 
 def _line(
@@ -99,11 +102,26 @@ def problems(cfg: StackConfig, matrix: Matrix = MATRIX) -> list[Problem]:
         found += _pair(
             k3s, kube, "cert-manager", cfg.cert_manager.version, cert_manager, CERT_MANAGER_KEY
         )
+    found += _hetzner_problems(cfg, k3s, kube, matrix)
     gateway = cfg.cilium.gateway_api
     if gateway.enabled and cilium is not None:
         found += _gateway_problems(
             k3s, kube, cfg.cilium.gateway_api_crds, cfg.cilium.version, cilium, matrix
         )
+    return found
+
+
+def _hetzner_problems(cfg: StackConfig, k3s: str, kube: str, matrix: Matrix) -> list[Problem]:
+    """The Hetzner CCM (where it runs) and CSI driver the program pins, against k3s's minor."""
+    found: list[Problem] = []
+    pinned = [("Hetzner CSI driver", CSI_CHART.version, matrix.hcloud_csi)]
+    if cfg.cloud_controller == "hetzner":
+        pinned.insert(0, ("Hetzner CCM", CCM_CHART.version, matrix.hcloud_ccm))
+    for project, version, lines in pinned:
+        line, missing = _line(lines, version, HCLOUD_KEY, project)
+        found += missing
+        if line is not None:
+            found += _pair(k3s, kube, project, version, line, HCLOUD_KEY)
     return found
 
 

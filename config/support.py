@@ -38,6 +38,8 @@ class Matrix:
     kubernetes_eol: dict[str, datetime.date]
     cilium: dict[str, Line]
     cert_manager: dict[str, Line]
+    hcloud_ccm: dict[str, Line]
+    hcloud_csi: dict[str, Line]
     gateway_api_min: dict[str, str]
     # Kubernetes minor -> the newest k3s release of it known here (with its source).
     k3s: dict[str, K3sRelease]
@@ -87,6 +89,8 @@ def load(path: Path = DATA_FILE) -> Matrix:
         kubernetes_eol={name: _date(spec["end_of_life"]) for name, spec in minors.items()},
         cilium=_lines(cast(dict[str, dict[str, Any]], raw["cilium"]["lines"])),
         cert_manager=_lines(cast(dict[str, dict[str, Any]], raw["cert_manager"]["lines"])),
+        hcloud_ccm=_lines(cast(dict[str, dict[str, Any]], raw["hcloud_ccm"]["lines"])),
+        hcloud_csi=_lines(cast(dict[str, dict[str, Any]], raw["hcloud_csi"]["lines"])),
         gateway_api_min={name: str(spec["kubernetes_min"]) for name, spec in gateway.items()},
         k3s={
             name: K3sRelease(str(spec["version"]), str(spec["source"]))

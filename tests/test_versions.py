@@ -11,7 +11,7 @@ import yaml
 
 from checks import versions
 from checks.preflight import parse
-from config.support import DATA_FILE, MATRIX, minor
+from config.support import DATA_FILE, MATRIX, Line, minor
 from tools.mockrun import evaluate, stack_config
 
 TODAY = datetime.date(2026, 12, 4)
@@ -210,7 +210,50 @@ def test_the_cilium_range_decides_over_the_support_matrix(
             name: dataclasses.replace(spec, kubernetes=tuple(every))
             for name, spec in MATRIX.cert_manager.items()
         },
+        hcloud_ccm=_widened(MATRIX.hcloud_ccm, every),
+        hcloud_csi=_widened(MATRIX.hcloud_csi, every),
     )
     cfg = _with_versions(f"v{kube}.1+k3s1", f"{line}.0")
     refused = [p for p in versions.problems(cfg, matrix) if p.path == versions.K3S_KEY]
     assert (refused == []) is supported, refused
+
+
+def _widened(lines: dict[str, Line], minors: list[str]) -> dict[str, Line]:
+    return {
+        name: dataclasses.replace(spec, kubernetes=tuple(minors)) for name, spec in lines.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("kube", "refused_by"),
+    [
+        ("1.32", ["Hetzner CCM", "Hetzner CSI driver"]),
+        ("1.33", []),
+        ("1.36", []),
+        ("1.37", ["Hetzner CCM", "Hetzner CSI driver"]),
+    ],
+)
+def test_the_hetzner_ccm_and_csi_ranges_decide_too(kube: str, refused_by: list[str]) -> None:
+    # Cilium, cert-manager and the end-of-life data accept every minor here: only the Hetzner
+    # charts' ranges (1.33-1.36) can refuse.
+    every = sorted({*MATRIX.kubernetes_eol, "1.32", "1.37"})
+    matrix = dataclasses.replace(
+        MATRIX,
+        kubernetes_eol={m: datetime.date(2030, 1, 1) for m in every},
+        cilium=_widened(MATRIX.cilium, every),
+        cert_manager=_widened(MATRIX.cert_manager, every),
+    )
+    cfg = _with_versions(f"v{kube}.1+k3s1", "1.19.6")
+    refused = [p.allowed for p in versions.problems(cfg, matrix) if p.path == versions.K3S_KEY]
+    assert len(refused) == len(refused_by), refused
+    for project, message in zip(refused_by, refused, strict=True):
+        assert f"which {project} " in message
+        assert "supports Kubernetes 1.33-1.36" in message
+        assert "render/hcloud.py" in message
+    # A region on k3s's own controller runs no CCM: only the CSI range applies.
+    builtin = _with_versions(f"v{kube}.1+k3s1", "1.19.6").model_copy(
+        update={"cloud_controller": "k3s"}
+    )
+    assert len(
+        [p for p in versions.problems(builtin, matrix) if p.path == versions.K3S_KEY]
+    ) == len([p for p in refused_by if "CSI" in p])
