@@ -58,6 +58,12 @@ CASES = [
     ("kubepods/besteffort/pod2/system-upgrade-controller", 0, "reject"),
     ("kubepods.slice/kubepods-burstable.slice/cri-containerd-3.scope", 0, "reject"),
     ("kubepods/burstable/pod4/hcloud-ccm", metadata_fence.CCM_UID, "accept"),
+    # The CCM chart's own uid (values.yaml podSecurityContext.runAsUser): only CCM_UID passes,
+    # which slot 04 sets (tests/test_hcloud.py reads it back from the rendered pod).
+    ("kubepods/burstable/pod4/hcloud-ccm", 65532, "reject"),
+    # The CSI node plugin is on the pod network: the host fence never sees it, and a host
+    # process with its name gets nothing.
+    ("kubepods/burstable/pod6/hcloud-csi-node", 0, "reject"),
     ("user.slice/user-0.slice/session-1.scope", 0, "reject"),  # an SSH shell: sudo systemd-run
 ]
 
