@@ -243,3 +243,46 @@ def test_e2e_refuses_without_a_token_and_with_a_secondary(monkeypatch: pytest.Mo
     assert main([]) == 2
     monkeypatch.setenv("HCLOUD_TOKEN", "t")
     assert main(["--stack-file", str(ROOT / "Pulumi.secondary.yaml")]) == 2
+
+
+def test_the_throwaway_stack_gets_both_hetzner_tokens_as_secrets() -> None:
+    from tools.e2e import config_values
+
+    raw = read_stack_file(ROOT / "Pulumi.primary.yaml")["config"]
+    # An operator's file with the cluster token set: its ciphertext is never copied.
+    raw = {**raw, "sovereign:hcloudToken": {"secure": "v1:ciphertextOfAnotherStack"}}
+    config = throwaway_config(raw, "e2e-12040612cd34", "12040612cd34")
+    assert "sovereign:hcloudToken" not in config
+    values = config_values(config, "tok-" + "t" * 60)
+    for key in ("hcloud:token", "sovereign:hcloudToken"):
+        assert values[key].value == "tok-" + "t" * 60, key
+        assert values[key].secret is True, key
+    assert not any("secure" in v.value for v in values.values())
+    assert all(not v.secret for k, v in values.items() if not k.endswith(("token", "Token")))
+    # What up would see: the program's own config check passes with the key present
+    # (load_config refuses a missing one; mockrun's stand-in is not in play here).
+    from config.models import parse_config
+
+    plain = {
+        k.removeprefix("sovereign:"): json.loads(v.value) if v.value[:1] in "{[" else v.value
+        for k, v in values.items()
+        if k.startswith("sovereign:")
+    }
+    secret = frozenset(k.removeprefix("sovereign:") for k, v in values.items() if v.secret)
+    parse_config(plain, "e2e", secret & set(plain), required_secrets=True)
+
+
+def test_the_throwaway_stack_refuses_another_encrypted_key_by_name(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.e2e import main
+
+    doc = read_stack_file(ROOT / "Pulumi.primary.yaml")
+    doc["config"]["sovereign:backupsSecretKey"] = {"secure": "v1:ciphertextOfAnotherStack"}
+    stack_file = tmp_path / "Pulumi.op.yaml"
+    stack_file.write_text(json.dumps(doc))
+    monkeypatch.setenv("HCLOUD_TOKEN", "t")
+    assert main(["--stack-file", str(stack_file)]) == 2
+    err = capsys.readouterr().err
+    assert "sovereign:backupsSecretKey: an encrypted value" in err
+    assert "ciphertextOfAnotherStack" not in err

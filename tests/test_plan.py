@@ -259,6 +259,30 @@ def test_unknown_stack_and_bad_usage_exit_2(tmp_path: Path) -> None:
     assert cli("primary", "--all")[0] == 2
 
 
+def test_the_terminal_names_the_secret_stand_ins_and_the_unread_wireguard_sources(
+    planned,
+) -> None:
+    for stack in ("primary", "secondary"):
+        terminal = planned[stack][2]
+        assert "Offline stand-ins (preview reads these for real):" in terminal
+        assert "secrets hcloud:token, sovereign:hcloudToken: made-up stand-ins" in terminal
+    # The secondary's WireGuard sources are its primary's servers, which no offline run has.
+    assert "(primary), read at preview" in planned["secondary"][2]
+    assert "no WireGuard rule shows here" not in planned["primary"][2]
+
+
+def test_a_stack_file_with_its_secret_set_encrypted_plans_with_a_stand_in(tmp_path: Path) -> None:
+    """`pulumi config set --secret sovereign:hcloudToken` writes a secure: value, which the
+    offline plan cannot decrypt: it plans with a stand-in and says so."""
+    doc = yaml.safe_load((ROOT / "Pulumi.primary.yaml").read_text())
+    doc["config"]["sovereign:hcloudToken"] = {"secure": "v1:ciphertextOfTheToken"}
+    (tmp_path / "Pulumi.op.yaml").write_text(yaml.safe_dump(doc))
+    code, out, err = cli("op", "--dir", str(tmp_path), "--json", str(tmp_path / "op.json"))
+    assert code == 0, err
+    assert "secrets hcloud:token, sovereign:hcloudToken: made-up stand-ins" in out
+    assert "ciphertextOfTheToken" not in out + err + (tmp_path / "op.json").read_text()
+
+
 @pytest.fixture(scope="module", autouse=True)
 def entry_point() -> Iterator[subprocess.Popen[str]]:
     """`./sovereign plan primary --json -`, started first: it runs on the second core while

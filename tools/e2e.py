@@ -6,7 +6,10 @@
    Pulumi.primary.yaml) with its own Sovereign name (`e2e<suffix>`, so no physical name meets a
    real region's), `sovereign:testRun` set to the stack name (every Hetzner resource is
    labelled `openova.io/test-run`) and `protect` off; `pulumi up` runs the same program as a
-   real region, through the Automation API and the pinned CLI.
+   real region, through the Automation API and the pinned CLI. HCLOUD_TOKEN (a read-write
+   token of the test project) is set as both secrets the program reads, `hcloud:token` and
+   `sovereign:hcloudToken`; F's own encrypted (`secure:`) values are never copied (they are
+   F's ciphertext): its `sovereign:hcloudToken` is replaced, any other one is refused by name.
 2. The live cluster is checked with the official Kubernetes client: nodes Ready, Cilium's
    agents and operator, cert-manager's webhook (a server-side dry-run it must admit), each
    vCluster StatefulSet 1/1 with the Pod Security labels asked for, the DoD A4 count for the
@@ -38,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import yaml
 
+from config.secrets import HCLOUD_TOKEN_KEY
 from render import autoscaler
 from render.naming import TEST_RUN_LABEL_KEY
 from tools import e2e_checks as checks
@@ -45,6 +49,8 @@ from tools.e2e_checks import Check, WaitTimeoutError, wait_for
 from tools.stacks import E2E_PREFIX, ROOT, PlanError, read_stack_file
 
 if TYPE_CHECKING:
+    from pulumi.automation import ConfigValue
+
     from config.models import StackConfig
 
 HETZNER_API: Final = "https://api.hetzner.cloud/v1"
@@ -362,9 +368,37 @@ def check_cluster(cluster: Cluster, cfg: Any, servers: int) -> list[Check]:
 # ---- the run --------------------------------------------------------------------------------
 
 
+def _holds_secure(value: object) -> bool:
+    """Whether `value` is or holds a stack file's `secure:` object (an encrypted value)."""
+    if isinstance(value, Mapping):
+        mapping = cast(Mapping[str, object], value)
+        if set(mapping) == {"secure"}:
+            return True
+        return any(_holds_secure(item) for item in mapping.values())
+    if isinstance(value, list):
+        return any(_holds_secure(item) for item in cast(list[object], value))
+    return False
+
+
 def throwaway_config(raw: Mapping[str, Any], stack: str, suffix: str) -> dict[str, Any]:
-    """The `sovereign:` config of the throwaway stack: its own name, labelled, unprotected."""
-    config = {k: v for k, v in raw.items() if k.startswith("sovereign:")}
+    """The `sovereign:` config of the throwaway stack: its own name, labelled, unprotected.
+
+    An encrypted (`secure:`) value is the other stack's ciphertext, under that stack's
+    passphrase or key: copied, it would reach the program as a JSON string, not the secret.
+    The cluster's token is set from HCLOUD_TOKEN instead (`config_values`); any other
+    encrypted key is refused by name (PlanError), as the throwaway stack cannot decrypt it.
+    """
+    token_key = f"sovereign:{HCLOUD_TOKEN_KEY}"
+    config = {k: v for k, v in raw.items() if k.startswith("sovereign:") and k != token_key}
+    encrypted = sorted(k for k, v in config.items() if _holds_secure(v))
+    if encrypted:
+        raise PlanError(
+            f"{', '.join(encrypted)}: an encrypted value of the operator's stack, which the "
+            "throwaway stack cannot decrypt (it has its own passphrase). Run with a stack file "
+            "that holds no secure: values other than the Hetzner tokens (--stack-file), e.g. "
+            "one with backups and the registry mirror's login left out",
+            code=2,
+        )
     config["sovereign:name"] = f"e2e{suffix}"[:20]
     config["sovereign:testRun"] = stack
     plane = dict(cast(Mapping[str, Any], config.get("sovereign:controlPlane") or {}))
@@ -422,10 +456,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     suffix = datetime.now(UTC).strftime("%m%d%H%M") + secrets.token_hex(2)
     stack_name = f"{E2E_PREFIX}{suffix}"
-    config = throwaway_config(raw, stack_name, suffix)
+    try:
+        config = throwaway_config(raw, stack_name, suffix)
+    except PlanError as err:
+        print(f"./sovereign e2e: {args.stack_file.name}: {err}", file=sys.stderr)
+        return 2
     results = run(stack_name, config, token, keep=args.keep, sweep_hours=args.sweep_hours)
     _say("\n" + checks.table(results))
     return 0 if all(c.ok for c in results) else 1
+
+
+def config_values(config: Mapping[str, Any], token: str) -> dict[str, ConfigValue]:
+    """What `pulumi config set` would store in the throwaway stack: its plain config, and the
+    HCLOUD_TOKEN as both secrets the program reads: the provider's `hcloud:token` and the
+    cluster's own `sovereign:hcloudToken` (one token of the test project serves both: the
+    throwaway region lives and dies with that project)."""
+    from pulumi.automation import ConfigValue
+
+    values = {
+        key: ConfigValue(value if isinstance(value, str) else json.dumps(value))
+        for key, value in config.items()
+    }
+    values["hcloud:token"] = ConfigValue(token, secret=True)
+    values[f"sovereign:{HCLOUD_TOKEN_KEY}"] = ConfigValue(token, secret=True)
+    return values
 
 
 def run(
@@ -450,12 +504,7 @@ def run(
     stack_file = ROOT / f"Pulumi.{stack_name}.yaml"
     results: list[Check] = []
     try:
-        values = {
-            key: auto.ConfigValue(value if isinstance(value, str) else json.dumps(value))
-            for key, value in config.items()
-        }
-        values["hcloud:token"] = auto.ConfigValue(token, secret=True)
-        stack.set_all_config(values)
+        stack.set_all_config(config_values(config, token))
         _say(f"e2e: deploying {stack_name} (labelled {TEST_RUN_LABEL_KEY}={stack_name})")
         try:
             stack.up(on_output=_say, color="never")

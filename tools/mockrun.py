@@ -65,6 +65,8 @@ FAKE_HCLOUD_TOKEN = "hcloud-token-" + "t" * 51
 # The cluster's own Hetzner token (sovereign:hcloudToken), distinct from the provider's so a
 # leak of either is told apart.
 FAKE_CLUSTER_TOKEN = "cluster-token-" + "c" * 50
+# What an offline run reads for any other secret a stack file holds encrypted.
+STAND_IN_SECRET = "offline-stand-in-" + "s" * 40
 
 FAKE_K3S_KUBECONFIG = """\
 apiVersion: v1
@@ -147,6 +149,9 @@ class Run:
     logs: list[str] = field(default_factory=list[str])
     # Stacks read through StackReferences (read, not registered: no Registration).
     stack_references: list[str] = field(default_factory=list[str])
+    # Secret config keys the run was given a made-up value for (`--secret` values it cannot
+    # read): the offline plan says so, as preview and up read the real ones.
+    stand_ins: list[str] = field(default_factory=list[str])
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.registrations if r.type == type_]
@@ -190,7 +195,8 @@ def stack_outputs(target: str, directory: Path | None = None) -> dict[str, Any]:
             f"StackReference {target!r}: no stack {stack!r} (offline, stacks are read from "
             f"{path.parent}/Pulumi.<stack>.yaml); set sovereign:fleet.primaryStack"
         )
-    return outputs_of(summary_of(parse(stack_config(stack, directory), stack), stack))
+    raw, secret = offline_secrets(stack_config(stack, directory))
+    return outputs_of(summary_of(parse(raw, stack, secret), stack))
 
 
 class RecordingMocks(pulumi.runtime.Mocks):
@@ -352,6 +358,28 @@ class SecretValue:
     value: str
 
 
+def _is_secure(value: object) -> bool:
+    """A stack file's encrypted value: `{secure: <ciphertext>}`."""
+    return isinstance(value, Mapping) and set(cast(Mapping[str, object], value)) == {"secure"}
+
+
+def offline_secrets(raw: Mapping[str, Any]) -> tuple[dict[str, Any], frozenset[str]]:
+    """A stack file's config as an offline run reads it: each designated secret key
+    (config.secrets.SECRET_KEYS) holding a `secure:` value, which only the operator's
+    passphrase decrypts, gets a made-up secret instead (`SecretValue`); returns the config and
+    those keys. Any other encrypted value stays as it is, for the config check to name."""
+    from config.secrets import SECRET_KEYS
+
+    encrypted = frozenset(k for k, v in raw.items() if k in SECRET_KEYS and _is_secure(v))
+    config = {
+        key: SecretValue(FAKE_CLUSTER_TOKEN if key == HCLOUD_TOKEN_KEY else STAND_IN_SECRET)
+        if key in encrypted
+        else value
+        for key, value in raw.items()
+    }
+    return config, encrypted
+
+
 def stack_config(stack: str, directory: Path | None = None) -> dict[str, Any]:
     """The committed `sovereign:*` config of a stack, keys without the namespace.
 
@@ -459,6 +487,13 @@ def evaluate(
         if isinstance(value, SecretValue):
             all_config[f"sovereign:{key}"] = value.value
             secret.append(f"sovereign:{key}")
+            if value.value == STAND_IN_SECRET:
+                run.stand_ins.append(f"sovereign:{key}")
+    run.stand_ins += [
+        key
+        for key in ("hcloud:token", f"sovereign:{HCLOUD_TOKEN_KEY}")
+        if all_config.get(key) in (FAKE_HCLOUD_TOKEN, FAKE_CLUSTER_TOKEN)
+    ]
     pulumi.runtime.set_all_config(all_config, secret)
     mocks = RecordingMocks(references, directory, live_servers, live_record)
     pulumi_settings.ROOT.set(None)

@@ -555,6 +555,30 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+def offline_notes(run: Run) -> str:
+    """What the offline plan made up or cannot know, which preview reads for real."""
+    from components.fleet import WireGuardPeers
+    from components.network import WIREGUARD_UDP_PORT
+
+    lines: list[str] = []
+    if run.stand_ins:
+        lines.append(
+            f"  - secrets {', '.join(sorted(run.stand_ins))}: made-up stand-ins (a stack file "
+            "holds a secret encrypted or not at all, and this plan reads none); preview and up "
+            "read the real ones and refuse a missing sovereign:hcloudToken"
+        )
+    if run.of_type(WireGuardPeers.TYPE) and run.stack_references:
+        lines.append(
+            "  - WireGuard: the firewall's WireGuard rule (UDP "
+            f"{WIREGUARD_UDP_PORT}) takes its sources from the peer stacks' server addresses "
+            f"({', '.join(sorted(set(run.stack_references)))}), read at preview from "
+            "their stack outputs; offline they have no servers, so no WireGuard rule shows here"
+        )
+    if not lines:
+        return ""
+    return "\nOffline stand-ins (preview reads these for real):\n" + "\n".join(lines) + "\n"
+
+
 def _cmd_plan(args: argparse.Namespace, streams: Streams) -> int:
     directory = Path(args.dir) if args.dir else ROOT
     cfg, run = evaluate_stack(args.stack, directory)
@@ -565,10 +589,10 @@ def _cmd_plan(args: argparse.Namespace, streams: Streams) -> int:
     target = args.json or str(ROOT / "plans" / f"{args.stack}.json")
     if target == "-":
         streams.out.write(text)
-        streams.err.write(summary(plan))
+        streams.err.write(summary(plan) + offline_notes(run))
     else:
         _write(Path(target), text)
-        streams.out.write(summary(plan))
+        streams.out.write(summary(plan) + offline_notes(run))
         streams.out.write(f"\nwrote {target}\n")
     within_cap = all(node["withinCap"] for node in [*plan["servers"], *plan["workers"]])
     if args.strict and plan["unpinned"]:

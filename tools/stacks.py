@@ -43,12 +43,13 @@ def evaluate_stack(stack: str, directory: Path = ROOT) -> tuple[StackConfig, Run
     from pulumi import RunError
 
     from checks.preflight import parse as parse_config
-    from tools.mockrun import evaluate, stack_config
+    from tools.mockrun import evaluate, offline_secrets, stack_config
 
     require_stack(stack, directory)
-    raw = stack_config(stack, directory)
+    # Secrets set with `--secret` are ciphertext here: the run gets stand-ins (Run.stand_ins).
+    raw, secret = offline_secrets(stack_config(stack, directory))
     try:
-        cfg = parse_config(raw, stack)
+        cfg = parse_config(raw, stack, secret)
         run = evaluate(stack, raw=raw, directory=directory)
     except RunError as err:
         raise PlanError(str(err)) from None
