@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 from pydantic.alias_generators import to_camel
+
+
+def _flag(value: object) -> object:
+    """A yes/no key: a boolean, or its text as `pulumi config set` may store it; pydantic's
+    own bool would also take 1, "yes", "on" and "y", which reads like a choice nobody made."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise ValueError("true or false, without quotes")
+
+
+# Every yes/no config key.
+Flag = Annotated[bool, BeforeValidator(_flag)]
 
 
 class ConfigModel(BaseModel):

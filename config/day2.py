@@ -15,7 +15,7 @@ import pulumi
 from pydantic import AfterValidator, Field, field_validator
 
 from config import grammar
-from config.base import ConfigModel
+from config.base import ConfigModel, Flag
 from config.errors import Problem
 from config.secrets import BACKUP_ACCESS_KEY, BACKUP_SECRET_KEY
 
@@ -40,11 +40,11 @@ _GROUP = re.compile(r"[a-z][a-z0-9:._-]{0,62}")
 class Api(ConfigModel):
     """The Kubernetes API endpoint and the deployer's client certificate."""
 
-    load_balancer: bool | None = Field(
+    load_balancer: Flag | None = Field(
         default=None,
         description="Hetzner LB on 6443 in front of the servers. Unset: on with 3 servers.",
     )
-    public: bool = Field(
+    public: Flag = Field(
         default=False,
         description="The API load balancer (HA) answers the whole internet on 6443 (Hetzner "
         "firewalls do not filter load balancers). false: no public interface; the deployer "
@@ -91,14 +91,14 @@ class Api(ConfigModel):
 class Upgrades(ConfigModel):
     """In-place k3s upgrades through system-upgrade-controller (slot 03)."""
 
-    drain: bool = Field(
+    drain: Flag = Field(
         default=False,
         description="Drain (not only cordon) each server before upgrading it.",
     )
     agent_concurrency: int = Field(
         default=1, ge=1, le=20, description="Workers upgraded at once (after every server)."
     )
-    agent_drain: bool = Field(
+    agent_drain: Flag = Field(
         default=True,
         description="Drain (not only cordon) each worker before upgrading it.",
     )
@@ -107,7 +107,7 @@ class Upgrades(ConfigModel):
 class Backups(ConfigModel):
     """Scheduled k3s etcd snapshots, kept locally and copied to S3-compatible storage."""
 
-    enabled: bool = Field(default=False, description="Copy etcd snapshots to Object Storage.")
+    enabled: Flag = Field(default=False, description="Copy etcd snapshots to Object Storage.")
     location: ObjectStorageLocation | None = Field(
         default=None,
         description="Object Storage location; unset: the region's, if it has one.",

@@ -12,7 +12,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Annotated, Any, Final, Literal, cast, get_args
+from typing import Annotated, Any, Final, Literal, cast, get_args, get_origin
 
 import pulumi
 from pulumi.runtime import config as runtime_config
@@ -27,7 +27,7 @@ from pydantic.alias_generators import to_camel
 
 from config import grammar
 from config import secrets as secret_config
-from config.base import ConfigModel
+from config.base import ConfigModel, Flag
 from config.day2 import Api, Backups, Replacement, Upgrades, backup_credential_problems
 from config.errors import FieldError, Problem, SovereignConfigError
 from config.fleet import Fleet
@@ -186,8 +186,8 @@ class ControlPlane(ConfigModel):
         description="Pinned k3s release, e.g. v1.35.6+k3s1; its minor must be supported by "
         "the Cilium and cert-manager lines (docs/versions.md).",
     )
-    protect: bool = Field(default=True, description="Pulumi `protect` on control-plane servers.")
-    allow_replacement: bool = Field(
+    protect: Flag = Field(default=True, description="Pulumi `protect` on control-plane servers.")
+    allow_replacement: Flag = Field(
         default=False,
         description="Opt in to replacing servers on user_data or image changes, one at a time.",
     )
@@ -316,7 +316,7 @@ class Network(ConfigModel):
 class LoadBalancer(ConfigModel):
     """Optional Hetzner load balancer in front of Cilium's Gateway listeners on every node."""
 
-    enabled: bool = Field(
+    enabled: Flag = Field(
         default=False,
         description="Create a Hetzner load balancer for 80/443; needs cilium.gatewayApi.enabled.",
     )
@@ -369,7 +369,7 @@ DEFAULT_MIRROR_PROJECTS: Final[Mapping[str, str]] = {
 class RegistryMirror(ConfigModel):
     """Opt-in containerd mirror through an image proxy (k3s registries.yaml)."""
 
-    enabled: bool = Field(
+    enabled: Flag = Field(
         default=False,
         description="Pull every image through the proxy (/etc/rancher/k3s/registries.yaml); "
         "off: each image comes from its upstream registry without credentials.",
@@ -390,7 +390,7 @@ class RegistryMirror(ConfigModel):
 
 
 class GatewayApi(ConfigModel):
-    enabled: bool = Field(
+    enabled: Flag = Field(
         default=False,
         description="Cilium Gateway API; applies its CRDs first. With loadBalancer.enabled, "
         "a Gateway listens on the host at the LB's target ports.",
@@ -404,7 +404,7 @@ class GatewayApi(ConfigModel):
 
 class Cilium(ConfigModel):
     version: ChartVersion = Field(default="1.19.6", description="Pinned Cilium chart version.")
-    wireguard: bool = Field(default=True, description="Transparent WireGuard encryption.")
+    wireguard: Flag = Field(default=True, description="Transparent WireGuard encryption.")
     gateway_api: GatewayApi = Field(default_factory=GatewayApi, description="Gateway API.")
 
     @property
@@ -533,10 +533,10 @@ class ContainerLimits(ConfigModel):
 
 
 class VCluster(ConfigModel):
-    enabled: bool | None = Field(
+    enabled: Flag | None = Field(
         default=None, description="Unset: on where the region's role runs it (A4)."
     )
-    rootless: bool = Field(
+    rootless: Flag = Field(
         default=True,
         description="Run the vCluster pod as a non-root user, seccomp RuntimeDefault, no "
         "privilege escalation, no capabilities, read-only root filesystem. Fixed at creation: "
@@ -544,7 +544,7 @@ class VCluster(ConfigModel):
     )
     pod_security: PodSecurity = Field(default_factory=PodSecurity, description="PSS labels.")
     image: Image = Field(default_factory=Image, description="Syncer image.")
-    telemetry: bool = Field(
+    telemetry: Flag = Field(
         default=False,
         description="Send vCluster usage telemetry to loft.sh (the chart's default is on).",
     )
@@ -630,7 +630,7 @@ class StackConfig(ConfigModel):
         description="Named worker pools of k3s agents (empty: everything runs on the "
         "control plane).",
     )
-    teardown: bool = Field(
+    teardown: Flag = Field(
         default=False,
         description="Only to refresh a region whose cluster is gone: drop unreachable objects.",
     )
@@ -744,35 +744,69 @@ def _model_of(annotation: object) -> type[ConfigModel] | None:
 
 
 def _field_at(loc: Sequence[int | str]) -> tuple[type[ConfigModel] | None, str | None]:
-    """The model holding the key at `loc` (in typed words) and that key's field name."""
+    """The model holding the key at `loc` (in typed words) and that key's field name.
+
+    A mapping of named objects (`workers: {<pool>: WorkerPool}`) has a user's name, not a
+    field, as its next part: it is stepped over."""
     model: type[ConfigModel] | None = StackConfig
     field: str | None = None
-    for part in loc:
+    named = False
+    for index, part in enumerate(loc):
         if model is None:
             return None, None
-        if isinstance(part, int):
+        if isinstance(part, int) or named:
+            named = False
             continue
         by_key = {(info.alias or name): name for name, info in model.model_fields.items()}
         field = by_key.get(part, part if part in model.model_fields else None)
-        if part is loc[-1]:
+        if index == len(loc) - 1:
             return model, field
         if field is None:
             return None, None
-        model = _model_of(model.model_fields[field].annotation)
+        annotation = model.model_fields[field].annotation
+        named = get_origin(annotation) in (dict, Mapping)
+        model = _model_of(annotation)
     return model, field
 
 
-def _unknown_key(loc: Sequence[int | str]) -> str:
-    """`unknown key`, with the nearest known key when one is close (a typo)."""
+def _secret_meant(loc: Sequence[int | str], value: object) -> str | None:
+    """The secret key (config.secrets.SECRET_KEYS) a mistyped or misplaced key stands for:
+    `hcloudtoken`, `hcloud: {token: ...}`, `backups.secretKey`, `registryMirror.password`."""
+    words = [str(part) for part in loc if isinstance(part, str)]
+    inner = (
+        [str(key) for key in cast(Mapping[object, object], value)]
+        if isinstance(value, Mapping)
+        else []
+    )
+    lowered = {key.lower(): key for key in secret_config.SECRET_KEYS}
+    for path in [words, *([*words, key] for key in inner)]:
+        joined = "".join(w if i == 0 else w[:1].upper() + w[1:] for i, w in enumerate(path))
+        near = difflib.get_close_matches(joined.lower(), list(lowered), n=1, cutoff=0.85)
+        if near:
+            return lowered[near[0]]
+    return None
+
+
+def _unknown_key(loc: Sequence[int | str], value: object = None) -> tuple[str, str | None]:
+    """`unknown key`, with the nearest known key when one is close (a typo); and that key."""
+    secret = _secret_meant(loc, value)
+    if secret is not None:
+        return (
+            f"unknown key: did you mean the secret {NAMESPACE}:{secret}? It is a top-level "
+            f"key of its own, set with `pulumi config set --secret {NAMESPACE}:{secret} "
+            "<value>`; remove this one"
+        ), None
     model, _ = _field_at(loc)
     known = [info.alias or name for name, info in model.model_fields.items()] if model else []
     typed = str(loc[-1]) if loc else ""
     lowered = {key.lower(): key for key in known}
     near = difflib.get_close_matches(typed.lower(), list(lowered), n=1, cutoff=0.6)
     if near:
-        return f"unknown key: did you mean {lowered[near[0]]}? Otherwise remove it"
+        return f"unknown key: did you mean {lowered[near[0]]}? Otherwise remove it", lowered[
+            near[0]
+        ]
     listed = f" (known here: {', '.join(known)})" if known else ""
-    return f"unknown key; remove it{listed}"
+    return f"unknown key; remove it{listed}", None
 
 
 def _example(loc: Sequence[int | str]) -> str | None:
@@ -826,8 +860,14 @@ def _problems(
     err: ValidationError, raw: Mapping[str, Any], secret_keys: frozenset[str]
 ) -> list[Problem]:
     problems: list[Problem] = []
+    # Required keys an unknown key is a typo of: the typo's own line says so, not "required".
+    meant: set[str] = set()
     for item in err.errors(include_url=False):
         loc = _as_typed([part for part in item["loc"] if part not in ("function-after",)], raw)
+        is_name = bool(loc) and loc[-1] == "[key]"
+        if is_name:
+            # A mapping's key (a pool's name) is what is wrong: its path, and the name typed.
+            loc = loc[:-1]
         cause = cast(Mapping[str, object], item.get("ctx") or {}).get("error")
         if isinstance(cause, FieldError):
             # A check across an object's keys: report the key it names, not the whole object.
@@ -836,7 +876,12 @@ def _problems(
         if item["type"] == "missing":
             shown, allowed = "(not set)", "required"
         elif item["type"] == "extra_forbidden":
-            shown, allowed = _show(value), _unknown_key(loc)
+            # Never the value: an unknown key may be a mistyped secret (`hcloudtoken: <token>`).
+            shown, (allowed, typo_of) = "(value not shown)", _unknown_key(loc, value)
+            if typo_of is not None:
+                meant.add(_path([*loc[:-1], typo_of]))
+        elif is_name:
+            shown, allowed = _show(loc[-1]), _instead(item, loc, value)
         else:
             shown = "(not set)" if value is _MISSING else _show(value)
             allowed = _instead(item, loc, value)
@@ -846,7 +891,7 @@ def _problems(
             shown = "[redacted]"
             allowed = _scrub(allowed, _leaves(raw.get(str(loc[0]))) if loc else [])
         problems.append(Problem(_path(loc), shown, allowed))
-    return problems
+    return [p for p in problems if not (p.path in meant and p.allowed == "required")]
 
 
 def _encrypted(value: object, loc: list[int | str]) -> list[list[int | str]]:

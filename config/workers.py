@@ -13,7 +13,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from config import grammar
-from config.base import ConfigModel
+from config.base import ConfigModel, Flag
 from config.errors import FieldError
 from config.server_types import CATALOGUE as SERVER_TYPES
 
@@ -151,7 +151,7 @@ class WorkerPool(ConfigModel):
         "(a Hetzner volume attaches only to a server in its location; a pool elsewhere is a "
         "region of its own).",
     )
-    placement_group: bool = Field(
+    placement_group: Flag = Field(
         default=True,
         description=f"A spread placement group of the pool's own (Hetzner: at most "
         f"{SPREAD_GROUP_MAX} servers per group); false: servers may share a host.",

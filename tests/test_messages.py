@@ -85,14 +85,101 @@ def test_the_fleet_reports_a_yaml_syntax_error_by_file_and_line(tmp_path: Path) 
 def test_an_unknown_key_suggests_the_nearest_known_key() -> None:
     message = message_for(controlPlane__servertype="cpx32")
     assert (
-        "sovereign:controlPlane.servertype = 'cpx32': unknown key: did you mean serverType? "
+        "sovereign:controlPlane.servertype = (value not shown): unknown key: did you mean "
+        "serverType? "
         "Otherwise remove it" in message
     )
 
 
+TOKEN = "tok-" + "Q" * 60
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "secret_key"),
+    [
+        ({"hcloudtoken": TOKEN}, "sovereign:hcloudtoken", "hcloudToken"),
+        ({"hcloud": {"token": TOKEN}}, "sovereign:hcloud", "hcloudToken"),
+        ({"backups__secretKey": TOKEN}, "sovereign:backups.secretKey", "backupsSecretKey"),
+        ({"backups__accessKey": TOKEN}, "sovereign:backups.accessKey", "backupsAccessKey"),
+        ({"backups__secretkey": TOKEN}, "sovereign:backups.secretkey", "backupsSecretKey"),
+        (
+            {"registryMirror__password": TOKEN},
+            "sovereign:registryMirror.password",
+            "registryMirrorPassword",
+        ),
+        (
+            {"registryMirrorPasword": TOKEN},
+            "sovereign:registryMirrorPasword",
+            "registryMirrorPassword",
+        ),
+    ],
+)
+def test_a_mistyped_secret_key_is_named_and_its_value_never_shown(
+    changes: dict[str, Any], path: str, secret_key: str
+) -> None:
+    message = message_for(**changes)
+    assert TOKEN not in message
+    assert TOKEN[:20] not in message
+    assert (
+        f"{path} = (value not shown): unknown key: did you mean the secret "
+        f"sovereign:{secret_key}? It is a top-level key of its own, set with "
+        f"`pulumi config set --secret sovereign:{secret_key} <value>`" in message
+    )
+
+
+def test_an_unknown_keys_value_is_never_shown() -> None:
+    message = message_for(network__zzz="pw-not-for-logs", apiKey="pw-not-for-logs-2")
+    assert "pw-not-for-logs" not in message
+    assert "sovereign:apiKey = (value not shown): unknown key" in message
+
+
+def test_a_worker_pool_key_typo_is_named_without_a_spurious_required() -> None:
+    message = message_for(
+        workers__general={"servertype": "cpx32", "count": 1, "autoscale": {"min": 1}}
+    )
+    assert (
+        "sovereign:workers.general.servertype = (value not shown): unknown key: did you mean "
+        "serverType? Otherwise remove it" in message
+    )
+    assert (
+        "sovereign:workers.general.autoscale = (value not shown): unknown key: did you mean "
+        in message
+    )
+    assert "workers.general.serverType = (not set)" not in message
+    # A key that is really missing still is required.
+    assert "workers.general.serverType = (not set): required" in message_for(
+        workers__general={"count": 1}
+    )
+
+
+def test_a_bad_pool_name_is_reported_at_its_path_with_the_name() -> None:
+    message = message_for(workers__General_Pool={"serverType": "cpx32", "count": 1})
+    assert "sovereign:workers.General_Pool = 'General_Pool': a pool name of 2-16" in message
+    assert "[key]" not in message
+    assert "(not set)" not in message
+
+
+@pytest.mark.parametrize("value", [1, 0, "yes", "no", "on", "True", "1"])
+def test_a_yes_no_key_takes_only_true_or_false(value: object) -> None:
+    message = message_for(api__public=value)
+    assert f"sovereign:api.public = {value!r}: true or false, without quotes" in message
+
+
+def test_a_yes_no_key_takes_the_text_pulumi_config_set_may_store() -> None:
+    raw = copy.deepcopy(stack_config("primary"))
+    raw["api"] = {**raw.get("api", {}), "public": "false"}
+    raw["teardown"] = "true"
+    cfg = parse(raw, "primary")
+    assert cfg.api.public is False
+    assert cfg.teardown is True
+
+
 def test_an_unknown_key_with_no_near_one_lists_the_known_keys() -> None:
     message = message_for(network__zzz="x")
-    assert "sovereign:network.zzz = 'x': unknown key; remove it (known here: cidr, " in message
+    assert (
+        "sovereign:network.zzz = (value not shown): unknown key; remove it (known here: cidr, "
+        in message
+    )
 
 
 def test_a_number_where_text_belongs_says_to_quote_it_with_the_fields_example() -> None:
