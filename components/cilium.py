@@ -60,17 +60,32 @@ class Cilium(pulumi.ComponentResource):
             parent=self,
             depends_on=waits,
         )
-        # The first keeps the resource name of the single deny it replaces (updated in place).
-        self.metadata_policies = [
+        # The first keeps the resource name of the single deny it replaces (updated in place,
+        # from "every pod" to "every pod outside kube-system"), and waits for the kube-system
+        # ones: in a live region the denies inside kube-system exist before the old deny
+        # narrows, so no kube-system pod is ever left without one.
+        (first, first_spec), *rest = metadata_deny_policies()
+        inside = [
             k8s.apiextensions.CustomResource(
-                f"{name}-deny-metadata" if index == 0 else f"{name}-deny-metadata-{index}",
+                f"{name}-deny-metadata-{index}",
                 api_version="cilium.io/v2",
                 kind="CiliumClusterwideNetworkPolicy",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=policy),
                 spec=spec,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
             )
-            for index, (policy, spec) in enumerate(metadata_deny_policies())
+            for index, (policy, spec) in enumerate(rest, start=1)
+        ]
+        self.metadata_policies = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-deny-metadata",
+                api_version="cilium.io/v2",
+                kind="CiliumClusterwideNetworkPolicy",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=first),
+                spec=first_spec,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release, *inside]),
+            ),
+            *inside,
         ]
         self.nodes_ready: pulumi.Resource | None = None
         if args.nodes is not None:

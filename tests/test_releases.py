@@ -159,6 +159,10 @@ def test_metadata_endpoint_is_blocked_right_after_cilium(primary: Run) -> None:
     for policy in policies:
         assert policy.inputs["spec"]["egressDeny"] == [{"toCIDR": ["169.254.169.254/32"]}]
         assert cilium.urn in policy.dependencies
+    # The deny that once covered every pod narrows to "outside kube-system" only after the
+    # kube-system denies exist (a live region is never without one).
+    outside = next(p for p in policies if p.name == "slot-01-cilium-deny-metadata")
+    assert {p.urn for p in policies if p is not outside} <= set(outside.dependencies)
 
 
 def test_gateway_api_crds_are_applied_before_cilium() -> None:
