@@ -126,6 +126,10 @@ RegistryHost = Annotated[str, AfterValidator(grammar.registry_host)]
 ChartVersion = Annotated[str, AfterValidator(grammar.chart_version)]
 
 
+# An exact k3s release (`v1.35.6+k3s1`): what controlPlane.k3sVersion and upgrade-path take.
+K3S_VERSION: Final = re.compile(r"v1\.[0-9]+\.[0-9]+\+k3s[0-9]+")
+
+
 class Region(ConfigModel):
     """Which region of the Sovereign this stack is."""
 
@@ -221,7 +225,7 @@ class ControlPlane(ConfigModel):
     @field_validator("k3s_version")
     @classmethod
     def _k3s_version(cls, value: str) -> str:
-        if not re.fullmatch(r"v1\.[0-9]+\.[0-9]+\+k3s[0-9]+", value):
+        if not K3S_VERSION.fullmatch(value):
             raise ValueError(
                 "an exact k3s release, e.g. v1.35.6+k3s1 (channels and 'latest' are not pins)"
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from checks.upgrades import (
     running_of,
     step_problems,
 )
+from config.support import MATRIX, minor_key
 from render.charts import VENDOR_DIR
 from render.cilium import upgrade_compatibility
 from render.naming import CLOUD_CONTROLLER_LABEL_KEY
@@ -157,12 +160,13 @@ def test_upgrade_path_prints_the_steps_from_the_committed_config(tmp_path: Path)
     out = io.StringIO()
     code = main(["primary", "--dir", str(tmp_path), "--to", "v1.35.6+k3s1"], out=out)
     assert code == 0, out.getvalue()
-    assert out.getvalue().splitlines()[2:] == [
+    lines = [line for line in out.getvalue().splitlines() if not line.startswith("notice: ")]
+    assert lines[2:] == [
         "  1. sovereign:cilium.version: 1.19.6  (then: k3s v1.33.13+k3s2, Cilium 1.19.6)",
         "  2. sovereign:controlPlane.k3sVersion: v1.34.9+k3s1  (then: k3s v1.34.9+k3s1, Cilium 1.19.6)",
         "  3. sovereign:controlPlane.k3sVersion: v1.35.6+k3s1  (then: k3s v1.35.6+k3s1, Cilium 1.19.6)",
     ]
-    assert out.getvalue().startswith(
+    assert "\n".join(lines).startswith(
         "primary runs k3s v1.33.13+k3s2 with Cilium 1.18.12 (Pulumi.primary.yaml); target k3s "
         "v1.35.6+k3s1.\n3 step(s), one `pulumi up` each"
     )
@@ -266,3 +270,80 @@ def test_preflight_reads_the_running_cilium_from_the_record_before_the_servers()
     assert "Next allowed step: sovereign:cilium.version: 1.19.6" in str(refused.error)
     # Without a record (a region deployed before it), the servers' label is all there is.
     assert evaluate("secondary", over, live_servers=servers).error is None
+
+
+def older_file(tmp_path: Path, cilium: str | None = None) -> Path:
+    """The committed primary as a region on k3s 1.33 would have it, without a Cilium pin
+    (files written before the key existed) unless `cilium` is given."""
+    text = (ROOT / "Pulumi.primary.yaml").read_text()
+    text = text.replace("k3sVersion: v1.35.6+k3s1", "k3sVersion: v1.33.13+k3s2")
+    if cilium is not None:
+        text = text.replace(
+            "config:\n", f'config:\n  sovereign:cilium:\n    version: "{cilium}"\n', 1
+        )
+    (tmp_path / "Pulumi.primary.yaml").write_text(text)
+    return tmp_path
+
+
+def test_upgrade_path_assumes_the_legacy_cilium_where_the_file_pins_none(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert main(["primary", "--dir", str(older_file(tmp_path))], out=out) == 0
+    text = out.getvalue()
+    assert (
+        f"primary runs k3s v1.33.13+k3s2 with Cilium {LEGACY_CILIUM} (assumed: "
+        "Pulumi.primary.yaml sets no sovereign:cilium.version" in text
+    )
+    assert "  1. sovereign:cilium.version: 1.19.6  (then: k3s v1.33.13+k3s2" in text
+    # The notice judges what runs: Cilium 1.18 supports no maintained minor.
+    assert "reached the end of upstream support on 2026-06-28" in text
+    said = io.StringIO()
+    code = main(["primary", "--dir", str(tmp_path), "--running-cilium", "1.19.6"], out=said)
+    assert code == 0
+    assert "with Cilium 1.19.6 (Pulumi.primary.yaml)" in said.getvalue()
+    assert "sovereign:cilium.version" not in said.getvalue()  # no Cilium step
+    # A file on a minor the legacy line never ran is not assumed to run it.
+    committed = io.StringIO()
+    assert main(["primary"], out=committed) == 0
+    assert "assumed" not in committed.getvalue()
+    assert "with Cilium 1.19.6" in committed.getvalue()
+
+
+def test_upgrade_path_without_to_aims_at_the_newest_supported_release(tmp_path: Path) -> None:
+    out = io.StringIO()
+    assert main(["primary", "--dir", str(older_file(tmp_path, "1.19.6"))], out=out) == 0
+    text = out.getvalue()
+    newest = MATRIX.k3s[max(MATRIX.k3s, key=minor_key)].version
+    assert f"target k3s {newest} (the newest release of the support matrix reachable)" in text
+    assert text.startswith(
+        "notice: Kubernetes 1.33 (k3s v1.33.13+k3s2) reached the end of upstream support"
+    )
+    assert text.rstrip().endswith(
+        f"sovereign:controlPlane.k3sVersion: {newest}  (then: k3s {newest}, Cilium 1.19.6)"
+    )
+
+
+def test_upgrade_path_refuses_an_unknown_stack_and_a_bad_version_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["nosuch"], out=out, err=err) == 2
+    assert "./sovereign upgrade-path: cannot read Pulumi.nosuch.yaml" in err.getvalue()
+    assert out.getvalue() == ""
+    for bad in (["primary", "--to", "1.35"], ["primary", "--cilium", "1.19"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(bad, out=out, err=err)
+        assert exit_.value.code == 2
+    assert "argument --to: '1.35': an exact k3s release, e.g. v1." in capsys.readouterr().err
+
+
+def test_upgrade_path_help_keeps_its_layout() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.upgrade_path", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0
+    assert "\n    ./sovereign upgrade-path STACK [--to K3S_VERSION]" in proc.stdout
+    assert "--running-cilium" in proc.stdout
