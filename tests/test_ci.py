@@ -457,6 +457,7 @@ printf '%s|%s\\n' "${PULUMI_BACKEND_URL:-}" "$*" >> "$PULUMI_LOG"
 case "$1 $2" in
   "whoami "*) exit 1 ;;
   "stack init") echo "encryptionsalt: $FAKE_SALT" >> "Pulumi.${!#}.yaml" ;;
+  "config get") [ "$3" != sovereign:hcloudToken ] || [ -z "${FAKE_NO_CLUSTER_TOKEN:-}" ] || exit 255 ;;
 esac
 exit 0
 """
@@ -530,6 +531,19 @@ def test_a_person_with_a_passphrase_gets_up_with_the_policy_pack(project: Path) 
     code, err, calls = sovereign(project, "up", "primary", PULUMI_CONFIG_PASSPHRASE="a long one")
     assert code == 0, err
     assert calls[-1].endswith("|up --stack primary --policy-pack policy")
+
+
+@pytest.mark.parametrize("op", ["up", "preview"])
+def test_a_stack_without_the_clusters_token_stops_before_the_program_with_the_command(
+    project: Path, op: str
+) -> None:
+    code, err, calls = sovereign(
+        project, op, "primary", PULUMI_CONFIG_PASSPHRASE="a long one", FAKE_NO_CLUSTER_TOKEN="1"
+    )
+    assert code == 2
+    assert "pulumi config set --secret sovereign:hcloudToken <token> --stack primary" in err
+    assert calls[-1].endswith("|config get sovereign:hcloudToken --stack primary")
+    assert not any(f"|{op} --stack" in call for call in calls)
 
 
 def test_salt_makes_the_salt_on_a_throwaway_backend_and_never_twice(project: Path) -> None:

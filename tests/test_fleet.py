@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import set_cluster_tokens
 from tools.fleet import (
     REQUESTS_PER_REGION,
     AutomationWorkspace,
@@ -154,6 +155,7 @@ def fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("PULUMI_CONFIG_PASSPHRASE_FILE", raising=False)
     monkeypatch.delenv("CI", raising=False)
     generate_fleet(tmp_path, 4)  # primary, region-01 .. region-03
+    set_cluster_tokens(tmp_path)
     return tmp_path
 
 

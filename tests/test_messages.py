@@ -20,6 +20,7 @@ import yaml
 
 from checks.preflight import parse
 from config.errors import SovereignConfigError
+from tests.helpers import set_cluster_tokens
 from tools import plan
 from tools.fleet import Workspace
 from tools.mockrun import stack_config
@@ -338,6 +339,7 @@ def test_a_token_in_every_stack_file_is_enough(tmp_path: Path) -> None:
     from tools.fleet import token_problem
 
     generate_fleet(tmp_path, 2)
+    set_cluster_tokens(tmp_path)
     assert token_problem(tmp_path, ["primary"], {"HCLOUD_TOKEN": "t"}) is None
     path = tmp_path / "Pulumi.primary.yaml"
     doc = yaml.safe_load(path.read_text())
@@ -347,6 +349,25 @@ def test_a_token_in_every_stack_file_is_enough(tmp_path: Path) -> None:
     problem = token_problem(tmp_path, ["primary", "region-01"], {})
     assert problem is not None
     assert problem.startswith("no Hetzner Cloud token for region-01:")
+
+
+def test_a_stack_without_the_clusters_token_is_named_with_the_command_before_any_engine(
+    tmp_path: Path,
+) -> None:
+    from tools.fleet import token_problem
+
+    generate_fleet(tmp_path, 2)
+    set_cluster_tokens(tmp_path)
+    path = tmp_path / "Pulumi.region-01.yaml"
+    doc = yaml.safe_load(path.read_text())
+    del doc["config"]["sovereign:hcloudToken"]
+    path.write_text(yaml.safe_dump(doc))
+    problem = token_problem(tmp_path, ["primary", "region-01"], {"HCLOUD_TOKEN": "t"})
+    assert problem is not None
+    assert problem.startswith("no sovereign:hcloudToken (the cluster's own Hetzner token")
+    assert "for region-01: per stack, pulumi config set --secret sovereign:hcloudToken " in problem
+    assert "<token> --stack region-01 (the same token" in problem
+    assert "primary" not in problem
 
 
 def test_the_end_of_support_notice_names_the_stack_and_comes_once_per_fleet(

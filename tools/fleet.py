@@ -690,7 +690,7 @@ def select(directory: Path, names: Sequence[str] | None) -> Selection:
 
     from checks.fleet import StackSummary, check_fleet, summary_of
     from checks.preflight import parse
-    from tools.mockrun import stack_config
+    from tools.mockrun import offline_secrets, stack_config
 
     every = stack_names(directory)
     if not every:
@@ -703,7 +703,8 @@ def select(directory: Path, names: Sequence[str] | None) -> Selection:
     roles: dict[str, str] = {}
     for stack in every:
         try:
-            cfg = parse(stack_config(stack, directory), stack)
+            raw, secret = offline_secrets(stack_config(stack, directory))
+            cfg = parse(raw, stack, secret)
         except (RunError, PlanError) as err:
             problems.append(str(err))
             continue
@@ -725,28 +726,36 @@ def select(directory: Path, names: Sequence[str] | None) -> Selection:
 
 
 def token_problem(directory: Path, stacks: Sequence[str], environ: Mapping[str, str]) -> str | None:
-    """Which stacks have no Hetzner token, before anything starts (None: every one has one).
+    """Which stacks have no Hetzner token, before anything starts (None: every one has both).
 
-    The token comes from HCLOUD_TOKEN or the stack's own `hcloud:token` (a `secure:` value in
-    its file, set by `pulumi config set --secret`); without either, the first stack would fail
-    minutes in, at its first Hetzner call.
+    The provider's token comes from HCLOUD_TOKEN or the stack's own `hcloud:token`; the
+    cluster's, `sovereign:hcloudToken`, from the stack file only (a `secure:` value, set by
+    `pulumi config set --secret`). Without them the first stack would fail at its preview.
     """
+    from config.secrets import HCLOUD_TOKEN_KEY
     from tools.stacks import read_stack_file
 
-    if environ.get("HCLOUD_TOKEN"):
-        return None
-    missing = [
-        stack
+    configs: dict[str, Mapping[str, object]] = {
+        stack: read_stack_file(directory / f"Pulumi.{stack}.yaml").get("config") or {}
         for stack in stacks
-        if "hcloud:token"
-        not in (read_stack_file(directory / f"Pulumi.{stack}.yaml").get("config") or {})
-    ]
-    if not missing:
-        return None
-    return (
-        f"no Hetzner Cloud token for {', '.join(missing)}: set HCLOUD_TOKEN, or per stack "
-        "pulumi config set --secret hcloud:token <token> --stack <stack>"
-    )
+    }
+    problems: list[str] = []
+    missing = [stack for stack, config in configs.items() if "hcloud:token" not in config]
+    if missing and not environ.get("HCLOUD_TOKEN"):
+        problems.append(
+            f"no Hetzner Cloud token for {', '.join(missing)}: set HCLOUD_TOKEN, or per stack "
+            "pulumi config set --secret hcloud:token <token> --stack <stack>"
+        )
+    key = f"sovereign:{HCLOUD_TOKEN_KEY}"
+    missing = [stack for stack, config in configs.items() if key not in config]
+    if missing:
+        problems.append(
+            f"no {key} (the cluster's own Hetzner token, for its cloud controller and volumes) "
+            f"for {', '.join(missing)}: per stack, "
+            + "; ".join(f"pulumi config set --secret {key} <token> --stack {s}" for s in missing)
+            + " (the same token as hcloud:token or a separate one of the same project)"
+        )
+    return "\n".join(problems) or None
 
 
 # ---- the command ----------------------------------------------------------------------------
