@@ -9,6 +9,7 @@ from config import grammar
 from config.errors import Problem
 from config.models import StackConfig
 from config.server_types import CATALOGUE, Catalogue
+from render.cloudinit import api_load_balancer
 from render.naming import CLOUD_CONTROLLER_LABEL_KEY
 
 
@@ -58,14 +59,30 @@ def api_public_problems(cfg: StackConfig) -> list[Problem]:
 
 
 def api_public_notice(cfg: StackConfig) -> str | None:
-    """What every preview and up of a public-API stack says."""
+    """What every preview and up of a public-API stack says, for the endpoint it really has."""
     if not cfg.api.public:
         return None
+    if api_load_balancer(cfg):
+        return (
+            "sovereign:api.public is true: the Kubernetes API answers the whole internet on "
+            "6443 (the API load balancer's public interface; Hetzner firewalls do not filter "
+            "load balancers). Only a client certificate or token stands in the way; set it to "
+            "false and deploy from inside the region's network (a runner or a WireGuard peer) "
+            "to close it"
+        )
+    sources = cfg.access.api_sources
+    world = grammar.world_families([ipaddress.ip_network(c) for c in sources])
+    reach = (
+        f"which covers {' and '.join(world)}, the whole internet: only a client certificate "
+        "or token stands in the way"
+        if world
+        else "no wider: api.public opens nothing more here"
+    )
     return (
-        "sovereign:api.public is true: the Kubernetes API answers the whole internet on 6443 "
-        "(the API load balancer's public interface; Hetzner firewalls do not filter load "
-        "balancers). Only a client certificate or token stands in the way; set it to false "
-        "and deploy from inside the region's network (a runner or a WireGuard peer) to close it"
+        "sovereign:api.public is true, but this region has no API load balancer (one server, "
+        "or sovereign:api.loadBalancer: false): the API answers on 6443 at the servers' own "
+        "addresses, through the Hetzner firewall, to sovereign:access.apiAllowedCidrs "
+        f"({', '.join(sources)}), {reach}"
     )
 
 

@@ -64,3 +64,30 @@ def test_a_world_open_api_without_api_public_is_refused() -> None:
     )
     assert run.error is None, run.error
     assert run.one(FIREWALL).inputs["labels"]["openova.io/api-public"] == "true"
+
+
+def test_the_public_api_warning_names_the_endpoint_the_region_really_has() -> None:
+    from checks.hetzner import api_public_notice
+    from tests.helpers import cfg
+
+    ha = api_public_notice(cfg("secondary", api={"public": True}))
+    assert ha is not None
+    assert "answers the whole internet on 6443 (the API load balancer's public interface" in ha
+    for no_lb in (
+        cfg("primary", api={"public": True}),  # one server
+        cfg("secondary", api={"public": True, "loadBalancer": False}),
+    ):
+        notice = api_public_notice(no_lb)
+        assert notice is not None
+        assert "load balancer's public interface" not in notice
+        assert "this region has no API load balancer" in notice
+        assert "to sovereign:access.apiAllowedCidrs (203.0.113.10/32), no wider" in notice
+    world = api_public_notice(
+        cfg(
+            "primary",
+            api={"public": True},
+            access={"apiAllowedCidrs": ["0.0.0.0/0", "::/0"]},
+        )
+    )
+    assert world is not None
+    assert "(0.0.0.0/0, ::/0), which covers 0.0.0.0/0 and ::/0, the whole internet" in world
