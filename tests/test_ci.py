@@ -546,6 +546,19 @@ def test_a_stack_without_the_clusters_token_stops_before_the_program_with_the_co
     assert not any(f"|{op} --stack" in call for call in calls)
 
 
+def test_the_help_is_the_whole_comment_block_at_the_top(project: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run(
+        [str(project / "sovereign"), "--help"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    head = (ROOT / "sovereign").read_text().splitlines()
+    block = head[1 : head.index("set -euo pipefail")]
+    assert proc.stdout.splitlines() == [line.removeprefix("#").removeprefix(" ") for line in block]
+    assert "pulumi config set --secret sovereign:hcloudToken <token> --stack <stack>" in proc.stdout
+
+
 def test_salt_makes_the_salt_on_a_throwaway_backend_and_never_twice(project: Path) -> None:
     code, err, calls = sovereign(project, "salt", "primary", PULUMI_CONFIG_PASSPHRASE="a long one")
     assert code == 0, err

@@ -178,6 +178,7 @@ def test_sovereign_up_puts_the_chosen_cli_first_on_path(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert log.read_text().splitlines() == [
         "stack select --create --secrets-provider passphrase primary",
+        "config get sovereign:hcloudToken --stack primary",
         "up --stack primary --policy-pack policy --yes",
     ]
 
