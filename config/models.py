@@ -802,6 +802,9 @@ def _unknown_key(loc: Sequence[int | str], value: object = None) -> tuple[str, s
         ), None
     model, _ = _field_at(loc)
     known = [info.alias or name for name, info in model.model_fields.items()] if model else []
+    if len(loc) == 1:
+        # The secret keys are top-level keys too, kept out of the models (config.secrets).
+        known += sorted(secret_config.SECRET_KEYS)
     typed = str(loc[-1]) if loc else ""
     lowered = {key.lower(): key for key in known}
     near = difflib.get_close_matches(typed.lower(), list(lowered), n=1, cutoff=0.6)
