@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, cast
 
@@ -99,14 +99,19 @@ def live_control_plane(cfg: StackConfig) -> dict[str, LiveServer]:
     }
 
 
+def _read_label(live: LiveServers, key: str, parse: Callable[[str], str | None]) -> dict[str, str]:
+    """server name -> its label `key` as `parse` reads it, where the server carries a valid one."""
+    values: dict[str, str] = {}
+    for name, server in live.items():
+        value = parse(server.labels.get(key, ""))
+        if value is not None:
+            values[name] = value
+    return values
+
+
 def recorded_versions(cfg: StackConfig, live: LiveServers) -> dict[str, str]:
     """server name -> the k3s version the last `up` set on it (its label)."""
-    versions: dict[str, str] = {}
-    for name, server in live.items():
-        version = version_from_label(server.labels.get(VERSION_LABEL_KEY, ""))
-        if version is not None:
-            versions[name] = version
-    return versions
+    return _read_label(live, VERSION_LABEL_KEY, version_from_label)
 
 
 def recorded_cilium(live: LiveServers, record: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -119,22 +124,12 @@ def recorded_cilium(live: LiveServers, record: Mapping[str, str] | None = None) 
     version = cilium_from_label((record or {}).get(CILIUM_LABEL_KEY, ""))
     if version is not None:
         return {"record": version}
-    versions: dict[str, str] = {}
-    for name, server in live.items():
-        version = cilium_from_label(server.labels.get(CILIUM_LABEL_KEY, ""))
-        if version is not None:
-            versions[name] = version
-    return versions
+    return _read_label(live, CILIUM_LABEL_KEY, cilium_from_label)
 
 
 def recorded_cilium_first(live: LiveServers) -> dict[str, str]:
     """server name -> the Cilium minor the region was first installed with (its label)."""
-    lines: dict[str, str] = {}
-    for name, server in live.items():
-        line = cilium_first_from_label(server.labels.get(CILIUM_FIRST_LABEL_KEY, ""))
-        if line is not None:
-            lines[name] = line
-    return lines
+    return _read_label(live, CILIUM_FIRST_LABEL_KEY, cilium_first_from_label)
 
 
 def secrets_encryption(live: LiveServers) -> bool:

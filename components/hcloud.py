@@ -3,15 +3,16 @@ slot 05 (the CSI driver)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm import release
 from config.models import StackConfig
+from render.charts import Chart
 from render.hcloud import (
     CCM_CHART,
     CCM_RELEASE,
@@ -66,6 +67,28 @@ class CloudControllerArgs:
     secret: pulumi.Resource | None = None
 
 
+def _hcloud_release(
+    component: pulumi.ComponentResource,
+    name: str,
+    args: CloudControllerArgs,
+    *,
+    release_name: str,
+    chart: Chart,
+    values: Mapping[str, Any],
+) -> k8s.helm.v3.Release:
+    """One Hetzner chart in kube-system, after its slot's waits and the token's Secret."""
+    return release(
+        f"{name}-release",
+        release_name=release_name,
+        chart=chart,
+        namespace=HCLOUD_NAMESPACE,
+        values=values,
+        timeout_seconds=args.cfg.releases.timeout_seconds,
+        parent=component,
+        depends_on=[*args.after, *([args.secret] if args.secret is not None else [])],
+    )
+
+
 class CloudController(pulumi.ComponentResource):
     """Slot 04: the Hetzner cloud controller manager (providerID, addresses, LoadBalancers)."""
 
@@ -75,16 +98,8 @@ class CloudController(pulumi.ComponentResource):
         self, name: str, args: CloudControllerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        waits = [*args.after, *([args.secret] if args.secret is not None else [])]
-        self.release = release(
-            f"{name}-release",
-            release_name=CCM_RELEASE,
-            chart=CCM_CHART,
-            namespace=HCLOUD_NAMESPACE,
-            values=ccm_values(args.cfg),
-            timeout_seconds=args.cfg.releases.timeout_seconds,
-            parent=self,
-            depends_on=waits,
+        self.release = _hcloud_release(
+            self, name, args, release_name=CCM_RELEASE, chart=CCM_CHART, values=ccm_values(args.cfg)
         )
         self.register_outputs({"status": self.release.status})
 
@@ -98,15 +113,7 @@ class CsiDriver(pulumi.ComponentResource):
         self, name: str, args: CloudControllerArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(self.TYPE, name, None, opts)
-        waits = [*args.after, *([args.secret] if args.secret is not None else [])]
-        self.release = release(
-            f"{name}-release",
-            release_name=CSI_RELEASE,
-            chart=CSI_CHART,
-            namespace=HCLOUD_NAMESPACE,
-            values=csi_values(args.cfg),
-            timeout_seconds=args.cfg.releases.timeout_seconds,
-            parent=self,
-            depends_on=waits,
+        self.release = _hcloud_release(
+            self, name, args, release_name=CSI_RELEASE, chart=CSI_CHART, values=csi_values(args.cfg)
         )
         self.register_outputs({"status": self.release.status})
