@@ -458,6 +458,7 @@ case "$1 $2" in
   "whoami "*) exit 1 ;;
   "stack init") echo "encryptionsalt: $FAKE_SALT" >> "Pulumi.${!#}.yaml" ;;
   "config get") [ "$3" != sovereign:hcloudToken ] || [ -z "${FAKE_NO_CLUSTER_TOKEN:-}" ] || exit 255 ;;
+  "config set") cat > "$PULUMI_LOG.stdin" ;;
 esac
 exit 0
 """
@@ -537,13 +538,44 @@ def test_a_person_with_a_passphrase_gets_up_with_the_policy_pack(project: Path) 
 def test_a_stack_without_the_clusters_token_stops_before_the_program_with_the_command(
     project: Path, op: str
 ) -> None:
+    # No HCLOUD_TOKEN to take it from (the provider's token is in the stack's config).
     code, err, calls = sovereign(
-        project, op, "primary", PULUMI_CONFIG_PASSPHRASE="a long one", FAKE_NO_CLUSTER_TOKEN="1"
+        project,
+        op,
+        "primary",
+        PULUMI_CONFIG_PASSPHRASE="a long one",
+        FAKE_NO_CLUSTER_TOKEN="1",
+        HCLOUD_TOKEN="",
     )
     assert code == 2
     assert "pulumi config set --secret sovereign:hcloudToken <token> --stack primary" in err
     assert calls[-1].endswith("|config get sovereign:hcloudToken --stack primary")
     assert not any(f"|{op} --stack" in call for call in calls)
+
+
+@pytest.mark.parametrize("op", ["up", "preview"])
+def test_a_stack_without_the_clusters_token_takes_hcloud_token_as_a_secret_through_stdin(
+    project: Path, op: str
+) -> None:
+    token = "deployer-token-0123456789"
+    code, err, calls = sovereign(
+        project,
+        op,
+        "primary",
+        PULUMI_CONFIG_PASSPHRASE="a long one",
+        FAKE_NO_CLUSTER_TOKEN="1",
+        HCLOUD_TOKEN=token,
+    )
+    assert code == 0, err
+    sets = [call for call in calls if "|config set" in call]
+    assert [call.split("|", 1)[1] for call in sets] == [
+        "config set --secret sovereign:hcloudToken --stack primary"
+    ]
+    assert (project / "pulumi.log.stdin").read_text() == token
+    assert not any(token in call for call in calls)
+    assert token not in err
+    assert "sovereign:hcloudToken set from HCLOUD_TOKEN, encrypted" in err
+    assert calls[-1].endswith(f"|{op} --stack primary --policy-pack policy")
 
 
 def test_the_help_is_the_whole_comment_block_at_the_top(project: Path) -> None:
