@@ -12,6 +12,7 @@ import io
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -459,10 +460,20 @@ case "${1:-} ${2:-}" in
   "stack select")
     [ "$4" = primary ] || { echo "error: no stack named '$4' found" >&2; exit 255; } ;;
   "preview "*)
-    trap 'echo SIGINT >> "$log"; echo "error: preview canceled" >&2; exit 255' INT
-    echo "Previewing update (primary)"
-    for _ in $(seq 600); do sleep 0.1; done
-    exit 0 ;;
+    # The preview itself is Python, which, like the Go CLI, installs its SIGINT handler even when
+    # it inherits SIGINT ignored (a fleet started as a background job of a non-interactive
+    # shell); bash cannot trap a signal ignored on entry (bash(1), SIGNALS).
+    exec "$FAKE_PYTHON" -c '
+import signal, sys, time
+def cancel(*_):
+    with open(sys.argv[1], "a") as log:
+        log.write("SIGINT\\n")
+    print("error: preview canceled", file=sys.stderr, flush=True)
+    sys.exit(255)
+signal.signal(signal.SIGINT, cancel)
+print("Previewing update (primary)", flush=True)
+time.sleep(60)
+' "$log" ;;
 esac
 """
 
@@ -477,6 +488,7 @@ def fake_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     log = tmp_path / "pulumi-calls.log"
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_PULUMI_LOG", str(log))
+    monkeypatch.setenv("FAKE_PYTHON", sys.executable)
     return log
 
 
