@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -65,26 +65,25 @@ class Cilium(pulumi.ComponentResource):
         # ones: in a live region the denies inside kube-system exist before the old deny
         # narrows, so no kube-system pod is ever left without one.
         (first, first_spec), *rest = metadata_deny_policies()
-        inside = [
-            k8s.apiextensions.CustomResource(
-                f"{name}-deny-metadata-{index}",
+
+        def deny(
+            resource: str, policy: str, spec: dict[str, Any], after: list[pulumi.Resource]
+        ) -> k8s.apiextensions.CustomResource:
+            return k8s.apiextensions.CustomResource(
+                resource,
                 api_version="cilium.io/v2",
                 kind="CiliumClusterwideNetworkPolicy",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=policy),
                 spec=spec,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release, *after]),
             )
+
+        inside = [
+            deny(f"{name}-deny-metadata-{index}", policy, spec, [])
             for index, (policy, spec) in enumerate(rest, start=1)
         ]
         self.metadata_policies = [
-            k8s.apiextensions.CustomResource(
-                f"{name}-deny-metadata",
-                api_version="cilium.io/v2",
-                kind="CiliumClusterwideNetworkPolicy",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=first),
-                spec=first_spec,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release, *inside]),
-            ),
+            deny(f"{name}-deny-metadata", first, first_spec, list(inside)),
             *inside,
         ]
         self.nodes_ready: pulumi.Resource | None = None

@@ -159,6 +159,32 @@ def test_a_run_deletes_its_autoscalers_servers_before_the_destroy(
     assert check.detail == "2 deleted (e2e12040612cd34-hel1-2-burst)"
 
 
+def test_a_server_that_will_not_delete_fails_the_check_by_name_and_the_others_still_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from checks.preflight import parse
+    from tools import e2e
+    from tools.mockrun import stack_config
+
+    cfg = parse({**stack_config("secondary"), "name": "e2e12040612cd34"}, "secondary")
+    deleted: list[str] = []
+
+    def answer(method: str, path: str, token: str) -> dict[str, Any]:
+        if method == "GET":
+            return recorded("hetzner_autoscaled")
+        if path == "/servers/71230001":
+            raise RuntimeError("409 locked")
+        deleted.append(path)
+        return {}
+
+    monkeypatch.setattr(e2e, "hetzner", answer)
+    check = e2e.delete_autoscaled("token", cfg)
+    assert not check.ok
+    assert deleted == ["/servers/71230002"]
+    assert check.detail.startswith("1 deleted (e2e12040612cd34-hel1-2-burst); not deleted: ")
+    assert "e2e12040612cd34-hel1-2-burst-5f2c1e9a0b7d3c41: 409 locked" in check.detail
+
+
 def test_a_wait_is_bounded_and_names_what_it_waited_for() -> None:
     clock = [0.0]
     seen: list[str] = []

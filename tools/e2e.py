@@ -102,16 +102,29 @@ def list_labelled(
 def sweep(token: str, older_than: timedelta, keep: str | None) -> Check:
     listings = {c: list_labelled(token, c) for c in checks.SWEPT}
     found = checks.leftovers(listings, datetime.now(UTC), older_than, keep)
+    failed = _delete_each(
+        token, [(f"/{i.collection}/{i.id}", f"{i.collection}/{i.name}") for i in found]
+    )
+    detail = _deleted(len(found), failed, f"older than {older_than}")
+    return Check("sweep of labelled leftovers", not failed, detail)
+
+
+def _delete_each(token: str, targets: list[tuple[str, str]]) -> list[str]:
+    """DELETE each (API path, name for people); what could not be deleted, with the reason."""
     failed: list[str] = []
-    for item in found:
+    for path, name in targets:
         try:
-            hetzner("DELETE", f"/{item.collection}/{item.id}", token)
+            hetzner("DELETE", path, token)
         except Exception as err:  # one stuck resource must not stop the others
-            failed.append(f"{item.collection}/{item.name}: {err}")
-    detail = f"{len(found) - len(failed)} deleted (older than {older_than})"
+            failed.append(f"{name}: {err}")
+    return failed
+
+
+def _deleted(found: int, failed: list[str], what: str) -> str:
+    detail = f"{found - len(failed)} deleted ({what})"
     if failed:
         detail += "; not deleted: " + "; ".join(failed)[:300]
-    return Check("sweep of labelled leftovers", not failed, detail)
+    return detail
 
 
 def delete_autoscaled(token: str, cfg: StackConfig) -> Check:
@@ -123,16 +136,10 @@ def delete_autoscaled(token: str, cfg: StackConfig) -> Check:
     for group in groups:
         listing = list_labelled(token, "servers", f"{label}={group}")
         found += checks.autoscaled_servers(listing, label, groups)
-    failed: list[str] = []
-    for server_id, name in found:
-        try:
-            hetzner("DELETE", f"/servers/{server_id}", token)
-        except Exception as err:  # one stuck server must not keep the others
-            failed.append(f"{name}: {err}")
-    detail = f"{len(found) - len(failed)} deleted ({', '.join(groups)})"
-    if failed:
-        detail += "; not deleted: " + "; ".join(failed)[:300]
-    return Check("autoscaler's servers", not failed, detail)
+    failed = _delete_each(token, [(f"/servers/{server_id}", name) for server_id, name in found])
+    return Check(
+        "autoscaler's servers", not failed, _deleted(len(found), failed, ", ".join(groups))
+    )
 
 
 # ---- the Kubernetes API ---------------------------------------------------------------------
